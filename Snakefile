@@ -1,0 +1,83 @@
+"""claimbench workflow: every claim x profile -> run jobs -> claim verdicts -> report.
+
+    snakemake --cores all                              # quick profile (2-core CPU, minutes)
+    snakemake --cores all --config profile=paper       # the papers' setups (GPU)
+    snakemake -n                                       # show the plan
+    snakemake --report results/report.html             # HTML report, one category per claim
+
+Each run is one job whose output directory is its run id (a hash of its resolved spec) and whose
+inputs are its method's source files, so editing a method reruns exactly the runs that use it and
+a second invocation does nothing. Writes are atomic; after a crash or kill, rerunning redoes only
+what did not finish (profiles/default sets --rerun-incomplete).
+"""
+
+import os
+import sys
+
+sys.path.insert(0, workflow.basedir)  # the checkout's bench/ and methods/, also from a copy of it
+
+from bench.claims import check_profile, plan_all, run_sources  # noqa: E402
+from bench.report import paths, report_path  # noqa: E402
+
+PROFILE = config.get("profile", "quick")
+check_profile(PROFILE)
+THREADS = int(config.get("threads_per_run", 1))
+GPU = int(config.get("gpu_per_run", 0))  # set gpu_per_run=1 with --resources gpu=N on GPU hosts
+PLANS = {plan.claim.id: plan for plan in plan_all(PROFILE)}
+RUNS = {spec.run_id: spec for plan in PLANS.values() for spec in plan.runs.values()}
+ROOT = f"results/{PROFILE}"
+PY = sys.executable
+
+wildcard_constraints:
+    run_id="[0-9a-f]{12}",
+    claim="[A-Za-z0-9_.-]+",
+
+
+rule all:
+    input:
+        str(report_path(".", PROFILE)),
+        f"{ROOT}/summary.parquet",
+
+
+rule train:
+    """One run: R seeds of one (dataset, model, method, hyper-parameters) in lock-step."""
+    output:
+        curve=f"{ROOT}/runs/{{run_id}}/curve.parquet",
+        meta=f"{ROOT}/runs/{{run_id}}/run.json",
+    input:
+        # relative paths: moving or copying the checkout must not look like a changed input set
+        lambda w: [os.path.relpath(p, workflow.basedir) for p in run_sources(RUNS[w.run_id])],
+    params:
+        spec=lambda w: RUNS[w.run_id].to_json(),
+    threads: THREADS
+    resources:
+        gpu=GPU,
+    log:
+        f"{ROOT}/logs/{{run_id}}.log",
+    shell:
+        "{PY} -m bench run --spec {params.spec:q} --threads {threads} --results results 2> {log}"
+
+
+rule claim:
+    """A claim's table, figure and verdict from its runs."""
+    output:
+        verdict=f"{ROOT}/claims/{{claim}}.json",
+        table=report(f"{ROOT}/tables/{{claim}}.csv", category="{claim}", caption="bench/report_assets/claim.rst"),
+        figure=report(f"figures/{PROFILE}/{{claim}}.png", category="{claim}", caption="bench/report_assets/claim.rst"),
+    input:
+        lambda w: [f"{ROOT}/runs/{spec.run_id}/run.json" for spec in PLANS[w.claim].runs.values()],
+    params:
+        digest=lambda w: PLANS[w.claim].claim.digest(),
+    shell:
+        "{PY} -m bench verdict {wildcards.claim} --profile {PROFILE}"
+
+
+rule report:
+    """REPORT.md (quick and paper side by side) and the profile's summary table."""
+    output:
+        str(report_path(".", PROFILE)),
+        f"{ROOT}/summary.parquet",
+    input:
+        [f"{ROOT}/claims/{claim}.json" for claim in PLANS],
+    shell:
+        "{PY} -m bench report --profile {PROFILE}"

@@ -1,0 +1,198 @@
+"""Claim specs (``bench/claims/*.yaml``): loading, validation, expansion into runs per profile.
+
+A claim is data a reader can check with the paper open::
+
+    - id: rws-beats-ws
+      paper: Bornschein & Bengio, ICLR 2015
+      statement: RWS reaches a higher test log-likelihood than wake-sleep.
+      dataset: binarized_mnist
+      model: {family: helmholtz, layers: [784, 200, 200, 10]}
+      methods:                       # label -> method name + hyper-parameter overrides
+        WS: {method: ws}
+        RWS K=5: {method: rws, k: 5}
+      metric: {split: test, name: ll}
+      verdict: {rule: better, pairs: [[RWS K=5, WS]], margin: 1.0}
+      paper_numbers: [{method: RWS K=5, value: -85.48, provenance: R, source: ...}]
+      profiles:
+        quick: {seeds: [0, 1, 2], epochs: 20, batch_size: 100, train_subset: 5000, ...}
+        paper: {seeds: [0, 1, 2], epochs: 200, batch_size: 100, final_eval_k: 5000, ...,
+                model: {layers: [...]}, methods: {RWS K=5: {lr: ...}}}
+
+Profiles may override the model config and per-label hyper-parameters. The `smoke` profile is
+derived from `quick` with SMOKE overrides (tiny; used by the tests and CI to exercise the workflow).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import data
+from bench.errors import ConfigError, check_keys, unknown
+from bench.models import model_keys
+from bench.registry import get_method, resolve_hparams, source_files
+from bench.spec import RunSpec
+
+CLAIMS_DIR = Path(__file__).resolve().parent / "claims"
+PROFILES = ("quick", "paper", "smoke")
+PRIMARY_PROVENANCE = {"V", "src"}  # numbers read in a primary source: may be pass/fail thresholds
+PROVENANCE = PRIMARY_PROVENANCE | {"R", "R?", "NF"}
+RULES = {
+    "better": {"pairs", "margin"},
+    "ordering": {"order", "margin"},
+    "faster_to_target": {"a", "b", "tolerance", "x", "split"},
+    "within_paper": {"method", "tolerance"},
+}
+CLAIM_KEYS = {"id", "paper", "statement", "dataset", "transform", "model", "methods", "metric",
+              "verdict", "paper_numbers", "profiles", "notes"}
+RUN_KEYS = {f.name for f in fields(RunSpec)} - {"profile", "dataset", "model", "method", "hparams", "transform"}
+PROFILE_KEYS = RUN_KEYS | {"model", "methods"}
+SMOKE = {"seeds": [0, 1], "epochs": 2, "train_subset": 300, "batch_size": 50, "eval_every": 1,
+         "eval_k": 5, "eval_subset": 50, "final_eval_k": 20}
+
+
+@dataclass
+class Claim:
+    id: str
+    spec: dict[str, Any]
+    source: Path
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.spec["methods"])
+
+    @property
+    def metric(self) -> dict[str, Any]:
+        return {"split": "test", "name": "ll", "higher_is_better": True, **self.spec.get("metric", {})}
+
+    @property
+    def paper_numbers(self) -> list[dict[str, Any]]:
+        return self.spec.get("paper_numbers", [])
+
+    def digest(self) -> str:
+        """Hash of the claim's definition, so editing a claim re-computes its verdict."""
+        return hashlib.sha256(json.dumps(self.spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class ClaimPlan:
+    claim: Claim
+    profile: str
+    runs: dict[str, RunSpec] = field(default_factory=dict)  # label -> run
+    unavailable: str | None = None  # why the claim cannot run here (missing data)
+
+
+# --------------------------------------------------------------------------- loading and validation
+def _validate(spec: dict[str, Any], where: str) -> None:
+    check_keys(where, spec, CLAIM_KEYS)
+    for key in ("id", "statement", "dataset", "model", "methods", "verdict", "profiles"):
+        if key not in spec:
+            raise ConfigError(f"{where}: missing required key {key!r}")
+    data.get_spec(spec["dataset"])
+    family = spec["model"].get("family")
+    check_keys(f"{where}: model", set(spec["model"]) - {"family"}, model_keys(family))
+    for label, entry in spec["methods"].items():
+        entry = entry or {}
+        cls = get_method(entry.get("method", label))
+        if cls.family != family:
+            raise ConfigError(f"{where}: method {cls.name!r} trains {cls.family!r} models, the claim's model is {family!r}")
+        resolve_hparams(cls, {k: v for k, v in entry.items() if k != "method"})
+    rule = spec["verdict"].get("rule")
+    if rule not in RULES:
+        raise unknown("verdict rule", str(rule), RULES)
+    check_keys(f"{where}: verdict", set(spec["verdict"]) - {"rule"}, RULES[rule])
+    labels = set(spec["methods"])
+    v = spec["verdict"]
+    named = [x for pair in v.get("pairs", []) for x in pair] + v.get("order", []) + [v[k] for k in ("a", "b", "method") if k in v]
+    for label in named:
+        if label not in labels:
+            raise ConfigError(f"{where}: verdict names {label!r}, which is not one of the claim's methods: {sorted(labels)}")
+    for number in spec.get("paper_numbers", []):
+        check_keys(f"{where}: paper_numbers", number, {"method", "value", "provenance", "source", "note"})
+        if number.get("provenance") not in PROVENANCE:
+            raise ConfigError(f"{where}: paper number provenance {number.get('provenance')!r}; use one of {sorted(PROVENANCE)}")
+    if rule == "within_paper" and not any(
+        n.get("method") == v["method"] and n["provenance"] in PRIMARY_PROVENANCE for n in spec.get("paper_numbers", [])
+    ):
+        raise ConfigError(f"{where}: within_paper needs a paper number read in a primary source (provenance V or src)")
+    for name, prof in spec["profiles"].items():
+        if name not in ("quick", "paper"):
+            raise ConfigError(f"{where}: profile {name!r}; claims define 'quick' and 'paper'")
+        check_keys(f"{where}: profile {name}", prof, PROFILE_KEYS)
+        for label in prof.get("methods", {}):
+            if label not in labels:
+                raise ConfigError(f"{where}: profile {name} overrides unknown method label {label!r}")
+
+
+def load_claims(claims_dir: Path = CLAIMS_DIR) -> dict[str, Claim]:
+    """Every claim of every YAML file, validated; ids must be unique."""
+    claims: dict[str, Claim] = {}
+    for path in sorted(Path(claims_dir).glob("*.yaml")):
+        for i, spec in enumerate(yaml.safe_load(path.read_text()) or []):
+            where = f"{path.name}, claim {spec.get('id', i)!r}"
+            _validate(spec, where)
+            if spec["id"] in claims:
+                raise ConfigError(f"{where}: duplicate claim id (also in {claims[spec['id']].source.name})")
+            claims[spec["id"]] = Claim(spec["id"], spec, path)
+    return claims
+
+
+def get_claim(claim_id: str, claims: dict[str, Claim] | None = None) -> Claim:
+    claims = load_claims() if claims is None else claims
+    if claim_id not in claims:
+        raise unknown("claim", claim_id, claims)
+    return claims[claim_id]
+
+
+# --------------------------------------------------------------------------- expansion into runs
+def check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise unknown("profile", profile, PROFILES)
+
+
+def _profile_settings(claim: Claim, profile: str) -> dict[str, Any]:
+    if profile == "smoke":
+        quick = copy.deepcopy(claim.spec["profiles"]["quick"])
+        quick.update(SMOKE)
+        quick["batch_size"] = min(claim.spec["profiles"]["quick"].get("batch_size", 50), SMOKE["batch_size"])
+        return quick
+    if profile not in claim.spec["profiles"]:
+        raise ConfigError(f"claim {claim.id!r} defines no {profile!r} profile")
+    return copy.deepcopy(claim.spec["profiles"][profile])
+
+
+def expand(claim: Claim, profile: str) -> ClaimPlan:
+    """The runs a claim needs at a profile (label -> RunSpec), or why it cannot run here."""
+    check_profile(profile)
+    plan = ClaimPlan(claim, profile)
+    if not data.is_available(claim.spec["dataset"]):
+        plan.unavailable = (f"data unavailable: dataset {claim.spec['dataset']!r} is not on the data search path "
+                            f"({', '.join(map(str, data.search_path()))}); `python -m bench fetch {claim.spec['dataset']}` "
+                            f"downloads it where the network allows")
+        return plan
+    settings = _profile_settings(claim, profile)
+    model = {**claim.spec["model"], **settings.pop("model", {})}
+    overrides = settings.pop("methods", {})
+    for label, entry in claim.spec["methods"].items():
+        entry = dict(entry or {})
+        cls = get_method(entry.pop("method", label))
+        hparams = resolve_hparams(cls, {**entry, **overrides.get(label, {})})
+        plan.runs[label] = RunSpec(profile=profile, dataset=claim.spec["dataset"], model=model, method=cls.name,
+                                   hparams=hparams, transform=claim.spec.get("transform", "none"), **settings)
+    return plan
+
+
+def plan_all(profile: str, claims: dict[str, Claim] | None = None) -> list[ClaimPlan]:
+    claims = load_claims() if claims is None else claims
+    return [expand(c, profile) for c in claims.values()]
+
+
+def run_sources(spec: RunSpec) -> list[Path]:
+    """Files whose edits must rerun this run: the method's module and its bases in methods/."""
+    return source_files(get_method(spec.method))

@@ -1,0 +1,406 @@
+"""Dataset registry: canonical URLs and checksums, a search path, an npz cache, and loaders.
+
+Every dataset is stored as one compressed npz (`<name>.npz`, arrays `x_train`, `x_valid`,
+`x_test`, `y_*` where labels exist). The loader looks for it on the search path:
+
+1. every directory in `$CLAIMBENCH_DATA` (``os.pathsep``-separated), then
+2. `data/` in the project root (git-ignored; downloads and conversions land here).
+
+An npz is accepted only when its sha256 is the registered one (the hash of the file that the
+project distributes, see ``npz_sha256``) or, for an npz this module converted itself, the hash
+recorded beside it at conversion time (``<name>.npz.sha256``) after the upstream originals were
+verified. When no npz is found, the upstream originals are looked for on the search path (also in
+an ``orig/`` subdirectory) and downloaded from their canonical URLs when the network allows; they
+are checked against the upstream checksums and converted. Nothing is ever loaded unverified.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bench.errors import ChecksumMismatch, DatasetNotFound, unknown
+
+PROJECT_DATA = Path(__file__).resolve().parents[1] / "data"
+ENV_VAR = "CLAIMBENCH_DATA"
+
+
+@dataclass(frozen=True)
+class Original:
+    """One upstream file: where it lives and how to recognise it."""
+
+    filename: str
+    url: str
+    sha256: str | None = None
+    md5: str | None = None  # only where no sha256 is published (Omniglot)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: its originals, conversion and the shapes its splits must have."""
+
+    name: str
+    description: str
+    shapes: dict[str, tuple[int, ...]]  # split -> expected x shape (asserted on load)
+    binary: bool
+    originals: tuple[Original, ...]
+    convert: Callable[[dict[str, Path]], dict[str, np.ndarray]]
+    npz_sha256: str | None = None  # the distributed npz (see MANIFEST of the data folder)
+    image_shape: tuple[int, int] | None = (28, 28)
+    notes: str = ""
+
+
+@dataclass
+class Dataset:
+    """Loaded arrays. `x[split]` is uint8 (or float32 in [0, 1] for Omniglot), shape (N, D)."""
+
+    name: str
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray] = field(default_factory=dict)
+    binary: bool = True
+    image_shape: tuple[int, int] | None = None
+    path: Path | None = None
+
+
+# --------------------------------------------------------------------------- converters
+def _idx(path: Path, offset: int) -> np.ndarray:
+    return np.frombuffer(gzip.open(path).read(), np.uint8, offset=offset)
+
+
+def _convert_idx(files: dict[str, Path]) -> dict[str, np.ndarray]:
+    """MNIST-style idx.gz files (images offset 16, labels offset 8)."""
+    return {
+        "x_train": _idx(files["train-images-idx3-ubyte.gz"], 16).reshape(-1, 784),
+        "y_train": _idx(files["train-labels-idx1-ubyte.gz"], 8),
+        "x_test": _idx(files["t10k-images-idx3-ubyte.gz"], 16).reshape(-1, 784),
+        "y_test": _idx(files["t10k-labels-idx1-ubyte.gz"], 8),
+    }
+
+
+def _convert_amat(files: dict[str, Path]) -> dict[str, np.ndarray]:
+    """Larochelle's binarized MNIST: whitespace-separated 0/1 text, one image per line."""
+    return {
+        f"x_{split}": np.loadtxt(files[f"binarized_mnist_{split}.amat"], dtype=np.uint8)
+        for split in ("train", "valid", "test")
+    }
+
+
+def _matlab_columns(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """MATLAB stores each image column-major; return row-major flattened uint8 images."""
+    h, w = shape
+    return np.ascontiguousarray(a.reshape(-1, w, h).transpose(0, 2, 1).reshape(-1, h * w))
+
+
+def _convert_caltech(files: dict[str, Path]) -> dict[str, np.ndarray]:
+    import scipy.io
+
+    m = scipy.io.loadmat(files["caltech101_silhouettes_28_split1.mat"])
+    out = {}
+    for ours, theirs in (("train", "train"), ("valid", "val"), ("test", "test")):
+        out[f"x_{ours}"] = _matlab_columns(m[f"{theirs}_data"], (28, 28)).astype(np.uint8)
+        out[f"y_{ours}"] = m[f"{theirs}_labels"].ravel().astype(np.uint8)
+    return out
+
+
+def _convert_frey(files: dict[str, Path]) -> dict[str, np.ndarray]:
+    import scipy.io
+
+    ff = scipy.io.loadmat(files["frey_rawface.mat"])["ff"]  # (560, 1965)
+    return {"x": np.ascontiguousarray(ff.T).astype(np.uint8)}
+
+
+def _convert_omniglot(files: dict[str, Path]) -> dict[str, np.ndarray]:
+    """IWAE's chardata.mat: (784, N) float images in [0, 1], stored column-major per image."""
+    import scipy.io
+
+    m = scipy.io.loadmat(files["chardata.mat"])
+    to_rows = lambda a: _matlab_columns(a.T.astype(np.float32), (28, 28))  # noqa: E731
+    return {"x_train": to_rows(m["data"]), "x_test": to_rows(m["testdata"])}
+
+
+def _convert_debd(name: str) -> Callable[[dict[str, Path]], dict[str, np.ndarray]]:
+    def convert(files: dict[str, Path]) -> dict[str, np.ndarray]:
+        return {
+            f"x_{split}": np.loadtxt(files[f"{name}.{split}.data"], delimiter=",", dtype=np.uint8)
+            for split in ("train", "valid", "test")
+        }
+
+    return convert
+
+
+# --------------------------------------------------------------------------- registry
+_LAROCHELLE = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
+_LECUN = "http://yann.lecun.com/exdb/mnist/"
+_ZALANDO = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_DEBD = "https://raw.githubusercontent.com/arranger1044/DEBD/master/datasets/"
+
+
+def _debd_spec(name: str, dim: int, sizes: tuple[int, int, int], npz_sha256: str, notes: str = "") -> DatasetSpec:
+    return DatasetSpec(
+        name=f"uci_{name}",
+        description=f"UCI '{name}' binary density-estimation set (NADE benchmark, DEBD copy)",
+        shapes={s: (n, dim) for s, n in zip(("train", "valid", "test"), sizes)},
+        binary=True,
+        originals=tuple(
+            Original(f"{name}.{s}.data", f"{_DEBD}{name}/{name}.{s}.data") for s in ("train", "valid", "test")
+        ),
+        convert=_convert_debd(name),
+        npz_sha256=npz_sha256,
+        image_shape=None,
+        notes=notes or "No upstream byte checksums are published; the distributed npz hash is checked.",
+    )
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in [
+        DatasetSpec(
+            name="binarized_mnist",
+            description="MNIST, static binarization of Larochelle & Murray (2011), 50k/10k/10k",
+            shapes={"train": (50000, 784), "valid": (10000, 784), "test": (10000, 784)},
+            binary=True,
+            originals=(
+                Original("binarized_mnist_train.amat", _LAROCHELLE + "binarized_mnist_train.amat",
+                         "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d"),
+                Original("binarized_mnist_valid.amat", _LAROCHELLE + "binarized_mnist_valid.amat",
+                         "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2"),
+                Original("binarized_mnist_test.amat", _LAROCHELLE + "binarized_mnist_test.amat",
+                         "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c"),
+            ),
+            convert=_convert_amat,
+            npz_sha256="acff5906b9a6b05b0e6963476d98d305816c841f7c13ec87788d0104ce642d37",
+        ),
+        DatasetSpec(
+            name="mnist",
+            description="MNIST grey-scale 0..255, 60k train / 10k test (LeCun et al. 1998)",
+            shapes={"train": (60000, 784), "test": (10000, 784)},
+            binary=False,
+            originals=(
+                Original("train-images-idx3-ubyte.gz", _LECUN + "train-images-idx3-ubyte.gz",
+                         "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+                Original("train-labels-idx1-ubyte.gz", _LECUN + "train-labels-idx1-ubyte.gz",
+                         "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+                Original("t10k-images-idx3-ubyte.gz", _LECUN + "t10k-images-idx3-ubyte.gz",
+                         "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+                Original("t10k-labels-idx1-ubyte.gz", _LECUN + "t10k-labels-idx1-ubyte.gz",
+                         "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+            ),
+            convert=_convert_idx,
+            npz_sha256="1d91b7ac1c35e4233859e051f1e9a2ee63b45779b78d78027ef000b6ddb2c4a3",
+            notes="No validation split is stored; claims that need one hold out the last 10k of train.",
+        ),
+        DatasetSpec(
+            name="fashion_mnist",
+            description="Fashion-MNIST grey-scale 0..255, 60k train / 10k test (Xiao et al. 2017)",
+            shapes={"train": (60000, 784), "test": (10000, 784)},
+            binary=False,
+            originals=(
+                Original("fashion-train-images-idx3-ubyte.gz", _ZALANDO + "train-images-idx3-ubyte.gz",
+                         "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
+                Original("fashion-train-labels-idx1-ubyte.gz", _ZALANDO + "train-labels-idx1-ubyte.gz",
+                         "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
+                Original("fashion-t10k-images-idx3-ubyte.gz", _ZALANDO + "t10k-images-idx3-ubyte.gz",
+                         "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
+                Original("fashion-t10k-labels-idx1-ubyte.gz", _ZALANDO + "t10k-labels-idx1-ubyte.gz",
+                         "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
+            ),
+            convert=lambda files: _convert_idx({k.removeprefix("fashion-"): v for k, v in files.items()}),
+            npz_sha256="f474d09ddedf27cd828a4d07489818755712eb744c366290ad20bb1ee6e9578b",
+        ),
+        DatasetSpec(
+            name="caltech101_silhouettes_28",
+            description="Caltech-101 Silhouettes 28x28, split 1 (Marlin et al. 2010); 1 = background",
+            shapes={"train": (4100, 784), "valid": (2264, 784), "test": (2307, 784)},
+            binary=True,
+            originals=(
+                Original("caltech101_silhouettes_28_split1.mat",
+                         "https://people.cs.umass.edu/~marlin/data/caltech101_silhouettes_28_split1.mat",
+                         "eb6735e8d84b1850fabc5590124aab1755e90c9fd28123585324398405e1e42a"),
+            ),
+            convert=_convert_caltech,
+            npz_sha256="3beba8d006b8edee7f3b67ea5261da555e955015621f10884f3545854ea53103",
+        ),
+        DatasetSpec(
+            name="frey_faces",
+            description="Frey faces, 1965 grey-scale 28x20 frames (Roweis); no canonical split",
+            shapes={"all": (1965, 560)},
+            binary=False,
+            originals=(
+                Original("frey_rawface.mat", "https://cs.nyu.edu/~roweis/data/frey_rawface.mat",
+                         "265a83a23adb081755cd3de375509828e690324d1d60f076b8ecebc840d59c64"),
+            ),
+            convert=_convert_frey,
+            npz_sha256="f77467ecfe9f1cb16110170ded97a59f6cf12ebf7dae23c78542285cba5b87aa",
+            image_shape=(28, 20),
+        ),
+        DatasetSpec(
+            name="omniglot",
+            description="Omniglot 28x28 as used by IWAE (chardata.mat), 24345 train / 8070 test",
+            shapes={"train": (24345, 784), "test": (8070, 784)},
+            binary=False,
+            originals=(
+                Original("chardata.mat", "https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/chardata.mat",
+                         md5="21ecaf34373511aa7691cf2e0802aa3d"),
+            ),
+            convert=_convert_omniglot,
+            notes="Not in the shared data folder here; only the upstream md5 is published.",
+        ),
+        _debd_spec("mushrooms", 112, (2000, 500, 5624),
+                   "c62c40bce17834c11aa1d3111b2c339ad985c4a13c525f08b853d50bde35053a"),
+        _debd_spec("nips", 500, (400, 100, 1240),
+                   "9d301b085a2b9caadb00327020d011214cd50228eb980b46e9422f6c63bb7c1e"),
+        _debd_spec("dna", 180, (1600, 400, 1186),
+                   "cd9dd13615d5a38387d18ff544570ed3bf3ae39402b714d0632e0f44ae86e637",
+                   notes="DEBD's split (1600/400/1186), not NADE's (1400/600/1186)."),
+    ]
+}
+
+
+# --------------------------------------------------------------------------- search and verification
+def search_path() -> list[Path]:
+    """Directories searched for datasets, in order: $CLAIMBENCH_DATA entries, then data/."""
+    env = os.environ.get(ENV_VAR, "")
+    dirs = [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    return dirs + [PROJECT_DATA]
+
+
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verify_original(path: Path, orig: Original) -> None:
+    algorithm, expected = ("sha256", orig.sha256) if orig.sha256 else ("md5", orig.md5)
+    if expected is None:
+        return  # no published checksum exists (DEBD text files); the converted npz is then hashed
+    actual = file_digest(path, algorithm)
+    if actual != expected:
+        raise ChecksumMismatch(
+            f"{path}: {algorithm} {actual} does not match the registered {expected} for {orig.filename} "
+            f"(from {orig.url}). The file is corrupt or a different version: delete it and fetch it again."
+        )
+
+
+def _verify_npz(path: Path, spec: DatasetSpec) -> None:
+    actual = file_digest(path)
+    accepted = {spec.npz_sha256} - {None}
+    sidecar = path.with_name(path.name + ".sha256")
+    if sidecar.exists():
+        accepted.add(sidecar.read_text().split()[0])
+    if actual not in accepted:
+        raise ChecksumMismatch(
+            f"{path}: sha256 {actual} matches none of the registered hashes for dataset {spec.name!r} "
+            f"({', '.join(sorted(accepted)) or 'none'}). The file is corrupt or not the expected data: "
+            f"replace it with a verified copy, or delete it so that it is rebuilt from the originals."
+        )
+
+
+def _find_original(orig: Original) -> Path | None:
+    for d in search_path():
+        for candidate in (d / orig.filename, d / "orig" / orig.filename):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _download(orig: Original, dest_dir: Path) -> Path:
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / orig.filename
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    with urllib.request.urlopen(orig.url, timeout=30) as response, open(tmp, "wb") as f:
+        f.write(response.read())
+    os.replace(tmp, dest)
+    return dest
+
+
+def _not_found(spec: DatasetSpec, reason: str) -> DatasetNotFound:
+    looked = "\n".join(f"  - {d}" for d in search_path())
+    urls = "\n".join(f"  - {o.url}" for o in spec.originals)
+    return DatasetNotFound(
+        f"dataset {spec.name!r} not found. Looked for {spec.name}.npz (and the originals "
+        f"{', '.join(o.filename for o in spec.originals)}) in:\n{looked}\n"
+        f"Download failed: {reason}.\nGet the originals from:\n{urls}\n"
+        f"and put them (or a verified {spec.name}.npz) in a directory listed in ${ENV_VAR} "
+        f"(e.g. `export {ENV_VAR}=/path/to/data`), or run `python -m bench fetch {spec.name}` "
+        f"on a machine with network access."
+    )
+
+
+def _build_from_originals(spec: DatasetSpec, download: bool) -> Path:
+    """Verify (and if needed download) the originals, convert them, and cache the npz in data/."""
+    files: dict[str, Path] = {}
+    for orig in spec.originals:
+        path = _find_original(orig)
+        if path is None:
+            if not download:
+                raise _not_found(spec, "downloads are disabled for this call")
+            try:
+                path = _download(orig, PROJECT_DATA / "orig")
+            except OSError as exc:
+                raise _not_found(spec, f"{orig.url}: {exc}") from exc
+        _verify_original(path, orig)
+        files[orig.filename] = path
+    arrays = spec.convert(files)
+    PROJECT_DATA.mkdir(parents=True, exist_ok=True)
+    out = PROJECT_DATA / f"{spec.name}.npz"
+    tmp = out.with_name(out.name + ".part")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    os.replace(tmp, out)
+    out.with_name(out.name + ".sha256").write_text(f"{file_digest(out)}  {out.name}\n")
+    return out
+
+
+def locate(name: str) -> Path | None:
+    """Path of the dataset's npz on the search path, or None (no download, no verification)."""
+    spec = get_spec(name)
+    for d in search_path():
+        if (d / f"{spec.name}.npz").is_file():
+            return d / f"{spec.name}.npz"
+    return None
+
+
+def is_available(name: str) -> bool:
+    """True when load() would succeed without network (an npz or all originals are present)."""
+    spec = get_spec(name)
+    return locate(name) is not None or all(_find_original(o) for o in spec.originals)
+
+
+def get_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise unknown("dataset", name, DATASETS)
+    return DATASETS[name]
+
+
+def load(name: str, download: bool = True) -> Dataset:
+    """Load a verified dataset by name (see the module docstring for where it is looked for)."""
+    spec = get_spec(name)
+    path = locate(name) or _build_from_originals(spec, download)
+    _verify_npz(path, spec)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    x = {k[2:]: v for k, v in arrays.items() if k.startswith("x_")}
+    if "x" in arrays:
+        x["all"] = arrays["x"]
+    y = {k[2:]: v for k, v in arrays.items() if k.startswith("y_")}
+    for split, shape in spec.shapes.items():
+        if split not in x or x[split].shape != shape:
+            got = x[split].shape if split in x else "missing"
+            raise ChecksumMismatch(f"{path}: split {split!r} has shape {got}, expected {shape}")
+    return Dataset(spec.name, x, y, spec.binary, spec.image_shape, path)
+
+
+def fetch(name: str) -> Path:
+    """Download (if needed), verify and convert one dataset; return the npz path."""
+    return load(name, download=True).path  # type: ignore[return-value]
+

@@ -1,0 +1,35 @@
+"""User-facing errors. Each message names the problem and the fix; the CLI prints it without a traceback."""
+
+
+class ClaimbenchError(Exception):
+    """Base class for errors caused by input (config, data, names), not by bugs."""
+
+
+class UnknownName(ClaimbenchError):
+    """An unknown method, claim, dataset or profile; the message lists the known ones."""
+
+
+class ConfigError(ClaimbenchError):
+    """A bad configuration key or value; the message names it and the allowed ones."""
+
+
+class DatasetNotFound(ClaimbenchError):
+    """No copy of a dataset on the search path and no way to download it."""
+
+
+class ChecksumMismatch(ClaimbenchError):
+    """A dataset file whose sha256 is not the registered one (corrupt or a different file)."""
+
+
+def unknown(kind: str, name: str, known: "list[str] | set[str]") -> UnknownName:
+    """Build the standard 'unknown X' error listing the known names."""
+    return UnknownName(f"unknown {kind} {name!r}; known {kind}s: {', '.join(sorted(known))}")
+
+
+def check_keys(where: str, given: "dict | set", allowed: "set[str] | dict") -> None:
+    """Raise ConfigError for the first key of `given` not in `allowed`."""
+    bad = sorted(set(given) - set(allowed))
+    if bad:
+        raise ConfigError(
+            f"unknown key {bad[0]!r} in {where}; allowed keys: {', '.join(sorted(allowed))}"
+        )

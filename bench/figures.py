@@ -1,0 +1,63 @@
+"""One seaborn figure per claim and profile: the claim's metric against epochs and against train
+seconds, side by side, with 95% CI bands over seeds and the papers' numbers as reference lines."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from bench.stats import curve_rows  # noqa: E402
+
+PROVENANCE_WORDS = {"V": "verified", "src": "authors' code", "R": "recalled, unverified",
+                    "R?": "low confidence", "NF": "not found"}
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def placeholder(path: Path, title: str, message: str) -> None:
+    """A figure that says why there is nothing to plot (data unavailable, not run)."""
+    fig, ax = plt.subplots(figsize=(8, 2.5))
+    ax.axis("off")
+    ax.text(0.5, 0.6, title, ha="center", fontsize=12, weight="bold")
+    ax.text(0.5, 0.3, "\n".join(textwrap.wrap(message, 100)), ha="center", va="top", fontsize=9)
+    _save(fig, path)
+
+
+def claim_figure(path: Path, curves: pd.DataFrame, claim_id: str, statement: str, metric: dict[str, Any],
+                 paper_numbers: list[dict[str, Any]], profile: str) -> None:
+    """Two panels: metric vs epoch and vs train seconds (all seeds of a run share the clock)."""
+    rows = curve_rows(curves, metric["split"], metric["name"]).copy()
+    rows["mean train seconds"] = rows.groupby(["label", "epoch"]).train_seconds.transform("mean")
+    k = int(rows.eval_k.min()) if len(rows) else 0
+    ylabel = f"{metric['split']} {metric['name']}" + (f" (IS, K={k})" if metric["name"] == "ll" else "")
+    labels = list(dict.fromkeys(curves.label))
+    palette = dict(zip(labels, sns.color_palette("colorblind", len(labels))))
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    for ax, x in zip(axes, ("epoch", "mean train seconds")):
+        sns.lineplot(data=rows, x=x, y="value", hue="label", hue_order=labels, palette=palette,
+                     errorbar=("ci", 95), marker="o", markersize=4, ax=ax, legend=ax is axes[0])
+        for n in paper_numbers:
+            ax.axhline(n["value"], ls="--", lw=1, color=palette.get(n.get("method"), "grey"))
+        ax.set_xlabel("epochs" if x == "epoch" else "train seconds (steps only, all seeds in lock-step)")
+        ax.set_ylabel(ylabel)
+    for n in paper_numbers:
+        axes[1].annotate(f"paper {n.get('method', '')}: {n['value']} ({PROVENANCE_WORDS.get(n['provenance'], n['provenance'])})",
+                         xy=(1.0, n["value"]), xycoords=("axes fraction", "data"), fontsize=7,
+                         ha="right", va="bottom", color="dimgrey")
+    if axes[0].get_legend() is not None:
+        axes[0].legend(title=None, fontsize=8)
+    fig.suptitle(f"{claim_id} [{profile} profile]\n" + "\n".join(textwrap.wrap(statement, 110)), fontsize=10)
+    _save(fig, path)

@@ -1,0 +1,107 @@
+"""Result schema and storage (DESIGN.md, rule 3).
+
+Per run, ``results/<profile>/runs/<run-id>/``:
+
+* ``curve.parquet``: one tidy long table, one row per (seed, evaluation point, split, metric):
+  CURVE_COLUMNS below. ``eval_k`` is the number of importance samples behind an estimate (0 for
+  quantities that are not estimates).
+* ``run.json``: the resolved spec, status per seed, git commit and dirty flag, hashes of the method
+  and bench sources, package versions, device, start/end times. Written last: its presence marks a
+  finished run. Both files are written to a temporary name and renamed, so a kill never leaves a
+  half-written file behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+CURVE_COLUMNS = [
+    "run_id", "method", "dataset", "model", "profile", "seed", "step", "epoch", "examples",
+    "train_seconds", "split", "metric", "eval_k", "value",
+]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("torch", "numpy", "pandas", "snakemake", "seaborn", "matplotlib", "claimbench")
+
+
+def run_dir(results_root: Path, profile: str, run_id: str) -> Path:
+    return Path(results_root) / profile / "runs" / run_id
+
+
+def atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_run(out_dir: Path, curve: pd.DataFrame, meta: dict[str, Any]) -> None:
+    """Write curve.parquet then run.json, each atomically."""
+    out_dir = Path(out_dir)
+    curve = curve[CURVE_COLUMNS]
+    atomic_write(out_dir / "curve.parquet", lambda p: curve.to_parquet(p, index=False))
+    atomic_write(out_dir / "run.json", lambda p: p.write_text(json.dumps(meta, indent=2, default=str)))
+
+
+def read_run(out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    out_dir = Path(out_dir)
+    meta = json.loads((out_dir / "run.json").read_text())
+    return pd.read_parquet(out_dir / "curve.parquet"), meta
+
+
+def git_state() -> dict[str, Any]:
+    """Commit and dirty flag of the project checkout (None outside a git checkout)."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def sources_hash(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def bench_sources() -> list[Path]:
+    return sorted((PROJECT_ROOT / "bench").rglob("*.py"))
+
+
+def device_name(device: str) -> str:
+    """Human-readable device, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu (x86_64, 2 threads)'."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def load_curves(paths: list[Path]) -> pd.DataFrame:
+    """Concatenate the curve.parquet files of the given run directories."""
+    frames = [pd.read_parquet(Path(p) / "curve.parquet") for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CURVE_COLUMNS)

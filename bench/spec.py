@@ -1,0 +1,66 @@
+"""RunSpec: everything that determines a run's numbers. Its id is a short hash of the spec,
+so a run is shared by every claim that needs the same thing and never recomputed needlessly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from bench.errors import ConfigError, check_keys
+
+TRANSFORMS = ("none", "dynamic_binarize", "unit_interval")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    profile: str
+    dataset: str
+    model: dict[str, Any]
+    method: str
+    hparams: dict[str, Any]
+    seeds: tuple[int, ...]
+    epochs: int
+    batch_size: int
+    train_subset: int | None = None  # first N training examples (None = all)
+    transform: str = "none"  # how pixels become model inputs, see bench.train.prepare_data
+    eval_every: int = 1  # epochs between evaluations (epoch 0 and the last epoch always)
+    eval_k: int = 100  # importance samples for the learning curve
+    eval_subset: int | None = 1000  # first N examples of each evaluated split (None = all)
+    eval_splits: tuple[str, ...] = ("valid", "test")  # splits on the learning curve
+    final_eval_k: int = 1000  # importance samples for the final numbers
+    final_eval_splits: tuple[str, ...] = ("test",)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        object.__setattr__(self, "eval_splits", tuple(self.eval_splits))
+        object.__setattr__(self, "final_eval_splits", tuple(self.final_eval_splits))
+        if self.transform not in TRANSFORMS:
+            raise ConfigError(f"transform {self.transform!r}; use one of {TRANSFORMS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
+        check_keys("run spec", d, {f.name for f in fields(cls)})
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunSpec":
+        return cls.from_dict(json.loads(text))
+
+    @property
+    def model_name(self) -> str:
+        """Readable model label, e.g. 'helmholtz 784-200-200-10'."""
+        m = self.model
+        sizes = m.get("layers") or m.get("sizes")
+        return f"{m.get('family')} {'-'.join(map(str, sizes))}" if sizes else str(m.get("family"))

@@ -1,0 +1,190 @@
+"""Aggregation over seeds, bootstrap confidence intervals, and verdicts (DESIGN.md, rule 5).
+
+Verdicts are computed from the runs, never typed: one of ``reproduced``, ``not reproduced``,
+``inconclusive`` (the seeds do not decide), ``not run`` and ``data unavailable``.
+
+Rules (all on the claim's metric, higher is better unless the claim says otherwise):
+
+* ``better`` -- for each pair (a, b): reproduced when mean(a) - mean(b) > margin and the 95%
+  bootstrap CI of the difference excludes 0; not reproduced when the CI lies below the margin.
+* ``ordering`` -- ``better`` on each adjacent pair of the listed order.
+* ``faster_to_target`` -- target = b's best curve value (mean over seeds) minus a tolerance;
+  per seed, the first x (epochs or train seconds) at which each method's curve reaches it;
+  reproduced when a reaches it in every seed and the CI of mean(x_a)/mean(x_b) lies below 1;
+  not reproduced when a misses it in most seeds or the CI lies at or above 1.
+* ``within_paper`` -- |ours - paper| <= tolerance against a number read in a primary source,
+  at the paper profile only (a quick profile never claims a paper's number).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+N_BOOT = 4000
+LEVEL = 0.95
+MIN_SEEDS = 2
+
+
+def bootstrap_ci(values: np.ndarray, stat=np.mean, seed: int = 0) -> tuple[float, float, float]:
+    """(statistic, lower, upper) with a percentile bootstrap over the seeds; NaN bounds for < 2 values."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return float("nan"), float("nan"), float("nan")
+    point = float(stat(values))
+    if len(values) < 2:
+        return point, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    boots = stat(values[rng.integers(0, len(values), (N_BOOT, len(values)))], axis=1)
+    lo, hi = np.quantile(boots, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    return point, float(lo), float(hi)
+
+
+def bootstrap_two(a: np.ndarray, b: np.ndarray, combine, seed: int = 0) -> tuple[float, float, float]:
+    """Bootstrap of combine(mean(a), mean(b)), resampling the two groups independently."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    point = float(combine(a.mean(), b.mean()))
+    rng = np.random.default_rng(seed)
+    ma = a[rng.integers(0, len(a), (N_BOOT, len(a)))].mean(1)
+    mb = b[rng.integers(0, len(b), (N_BOOT, len(b)))].mean(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        boots = combine(ma, mb)
+    lo, hi = np.quantile(boots, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    return point, float(lo), float(hi)
+
+
+# --------------------------------------------------------------------------- per-method summaries
+def final_values(curves: pd.DataFrame, metric: dict[str, Any]) -> pd.DataFrame:
+    """label, seed, value: the metric at each seed's last evaluation with the largest K."""
+    rows = curves[(curves.split == metric["split"]) & (curves.metric == metric["name"])]
+    rows = rows[rows.eval_k == rows.groupby(["label", "seed"]).eval_k.transform("max")]
+    last = rows[rows.step == rows.groupby(["label", "seed"]).step.transform("max")]
+    return last[["label", "seed", "value", "eval_k"]].reset_index(drop=True)
+
+
+def curve_rows(curves: pd.DataFrame, split: str, name: str) -> pd.DataFrame:
+    """The learning curve of one metric: rows at the curve K (the smallest K evaluated at step 0)."""
+    rows = curves[(curves.split == split) & (curves.metric == name)]
+    curve_k = rows[rows.step == 0].groupby("label").eval_k.min()
+    return rows[rows.eval_k == rows.label.map(curve_k)]
+
+
+def method_table(curves: pd.DataFrame, metric: dict[str, Any], metas: dict[str, dict]) -> pd.DataFrame:
+    """One row per method label: final metric mean/CI, best curve value, epochs, train seconds..."""
+    finals = final_values(curves, metric)
+    curve = curve_rows(curves, metric["split"], metric["name"])
+    best = curve.groupby(["label", "seed"]).value.agg("max" if metric["higher_is_better"] else "min")
+    out = []
+    for label, meta in metas.items():
+        vals = finals[finals.label == label]
+        mean, lo, hi = bootstrap_ci(vals.value.to_numpy())
+        seconds = curves[curves.label == label].groupby("seed").train_seconds.max()
+        epochs = curves[curves.label == label].groupby("seed").epoch.max()
+        s_mean, s_lo, s_hi = bootstrap_ci(seconds.to_numpy())
+        diverged = sum(1 for s in meta["seeds"].values() if s["status"] == "diverged")
+        out.append({
+            "method": label,
+            "final": mean, "final_lo": lo, "final_hi": hi,
+            "best": float(best.loc[label].mean()) if label in best.index.get_level_values(0) else np.nan,
+            "eval_k": int(vals.eval_k.max()) if len(vals) else 0,
+            "epochs": float(epochs.mean()) if len(epochs) else 0.0,
+            "train_seconds": s_mean, "train_seconds_lo": s_lo, "train_seconds_hi": s_hi,
+            "seconds_per_epoch": s_mean / max(float(epochs.mean()), 1.0) if len(epochs) else np.nan,
+            "seeds": len(meta["seeds"]), "replicas_in_lockstep": len(meta["seeds"]),
+            "diverged": diverged, "device": meta["device"], "run_id": meta["run_id"],
+        })
+    return pd.DataFrame(out)
+
+
+# --------------------------------------------------------------------------- verdicts
+def _combine(decisions: list[str]) -> str:
+    if all(d == "reproduced" for d in decisions):
+        return "reproduced"
+    if any(d == "not reproduced" for d in decisions):
+        return "not reproduced"
+    return "inconclusive"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:+.2f}" if np.isfinite(x) else "n/a"
+
+
+def _better(finals: pd.DataFrame, pairs: list[list[str]], margin: float, sign: float) -> tuple[str, str, list]:
+    decisions, details, numbers = [], [], []
+    for a, b in pairs:
+        va = sign * finals[finals.label == a].value.to_numpy()
+        vb = sign * finals[finals.label == b].value.to_numpy()
+        if min(len(va), len(vb)) < MIN_SEEDS:
+            decisions.append("inconclusive")
+            details.append(f"{a} vs {b}: fewer than {MIN_SEEDS} finished seeds")
+            continue
+        d, lo, hi = bootstrap_two(va, vb, np.subtract)
+        decision = "reproduced" if d > margin and lo > 0 else "not reproduced" if hi < margin else "inconclusive"
+        decisions.append(decision)
+        numbers.append({"a": a, "b": b, "diff": d, "lo": lo, "hi": hi})
+        details.append(f"{a} − {b} = {_fmt(d)} [{_fmt(lo)}, {_fmt(hi)}] (margin {margin:g})")
+    return _combine(decisions), "; ".join(details), numbers
+
+
+def _first_reach(curve: pd.DataFrame, label: str, target: float, x: str, sign: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per seed: the first x at which the curve reaches the target (or its last x), and whether it did."""
+    xs, hit = [], []
+    for _, g in curve[curve.label == label].sort_values("step").groupby("seed"):
+        reached = g[sign * g.value >= sign * target]
+        hit.append(len(reached) > 0)
+        xs.append(float(reached[x].iloc[0]) if len(reached) else float(g[x].iloc[-1]))
+    return np.array(xs), np.array(hit, dtype=bool)
+
+
+def _faster(curves: pd.DataFrame, v: dict[str, Any], metric: dict[str, Any], sign: float) -> tuple[str, str, list]:
+    """A seed of b that never reaches the target counts with its whole budget (a lower bound on its
+    time to target, which favours b); a seed of a that never reaches it counts as a miss."""
+    a, b, x = v["a"], v["b"], v.get("x", "epoch")
+    curve = curve_rows(curves, v.get("split", "valid"), metric["name"])
+    best_b = curve[curve.label == b].groupby("seed").value.agg("max" if sign > 0 else "min").mean()
+    target = best_b - sign * v.get("tolerance", 0.0)
+    xa, hit_a = _first_reach(curve, a, target, x, sign)
+    xb, _ = _first_reach(curve, b, target, x, sign)
+    if min(len(xa), len(xb)) < MIN_SEEDS:
+        return "inconclusive", f"fewer than {MIN_SEEDS} finished seeds", []
+    unit = "s" if x == "train_seconds" else "epochs"
+    detail = f"target {target:.2f} ({b}'s best − {v.get('tolerance', 0.0):g}); {a} reaches it in {hit_a.sum()}/{len(xa)} seeds"
+    if hit_a.sum() * 2 < len(xa):
+        return "not reproduced", detail, [{"a": a, "b": b, "x": x, "ratio": None}]
+    ratio, lo, hi = bootstrap_two(xa[hit_a], xb, np.divide)
+    detail += (f"; mean {x} to target: {a} {xa[hit_a].mean():.3g} {unit}, {b} {xb.mean():.3g} {unit}; "
+               f"ratio {ratio:.2f} [{lo:.2f}, {hi:.2f}]")
+    decision = "reproduced" if hit_a.all() and hi < 1 else "not reproduced" if lo >= 1 else "inconclusive"
+    return decision, detail, [{"a": a, "b": b, "x": x, "ratio": ratio, "lo": lo, "hi": hi}]
+
+
+def _within(finals: pd.DataFrame, v: dict[str, Any], paper_numbers: list[dict], profile: str) -> tuple[str, str, list]:
+    if profile != "paper":
+        return "not run", "absolute agreement with the paper is judged at the paper profile only", []
+    ref = next(n for n in paper_numbers if n.get("method") == v["method"] and n["provenance"] in ("V", "src"))
+    mean, lo, hi = bootstrap_ci(finals[finals.label == v["method"]].value.to_numpy())
+    tol = v["tolerance"]
+    decision = ("reproduced" if abs(mean - ref["value"]) <= tol else
+                "not reproduced" if (lo > ref["value"] + tol or hi < ref["value"] - tol) else "inconclusive")
+    return decision, f"ours {mean:.2f} [{lo:.2f}, {hi:.2f}] vs paper {ref['value']} ± {tol}", [{"mean": mean, "paper": ref["value"]}]
+
+
+def verdict(curves: pd.DataFrame, rule: dict[str, Any], metric: dict[str, Any], paper_numbers: list[dict],
+            profile: str) -> dict[str, Any]:
+    """Evaluate a claim's verdict rule on the curves (with a `label` column)."""
+    sign = 1.0 if metric["higher_is_better"] else -1.0
+    finals = final_values(curves, metric)
+    name = rule["rule"]
+    if name == "better":
+        decision, detail, numbers = _better(finals, rule["pairs"], rule.get("margin", 0.0), sign)
+    elif name == "ordering":
+        order = rule["order"]
+        decision, detail, numbers = _better(finals, [[order[i], order[i + 1]] for i in range(len(order) - 1)],
+                                            rule.get("margin", 0.0), sign)
+    elif name == "faster_to_target":
+        decision, detail, numbers = _faster(curves, rule, metric, sign)
+    else:
+        decision, detail, numbers = _within(finals, rule, paper_numbers, profile)
+    return {"verdict": decision, "detail": detail, "numbers": numbers}

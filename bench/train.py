@@ -1,0 +1,187 @@
+"""The one training loop (DESIGN.md, rule 1): batching, timing, evaluation schedule, divergence.
+
+The harness calls ``method.step(batch)``; only steps are timed (``torch.cuda.synchronize()``
+before each clock read on a GPU); evaluation runs every ``eval_every`` epochs outside the timed
+region. Every row records epoch, examples seen, updates and train seconds. R seeds train in
+lock-step as replicas of one model, so ``train_seconds`` is the wall-clock of all R together.
+
+A replica whose step returns NaN/inf is marked ``diverged`` with its last good step; its rows stop
+there while the other replicas go on. The run's status is ``ok`` or ``diverged`` (some seed diverged).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from bench import data as datasets
+from bench import devices, results
+from bench.errors import ConfigError
+from bench.models import build_model
+from bench.registry import finite_mask, get_method, source_files
+from bench.spec import RunSpec
+
+
+def prepare_data(spec: RunSpec, device: torch.device) -> dict[str, Tensor]:
+    """Split name -> float tensor (N, D) on the device.
+
+    transform: 'none' keeps binary data as 0/1 (grey data must pick a transform),
+    'unit_interval' divides grey pixels by 255, 'dynamic_binarize' keeps grey/255 as Bernoulli
+    means and the loop draws a fresh binarization of each training batch (Omniglot/IWAE-style).
+    """
+    ds = datasets.load(spec.dataset)
+    if not ds.binary and spec.transform == "none":
+        raise ConfigError(
+            f"dataset {spec.dataset!r} is grey-scale: set transform to 'unit_interval' or 'dynamic_binarize'"
+        )
+    out = {}
+    for split, x in ds.x.items():
+        if split == "train" and spec.train_subset is not None:
+            x = x[: spec.train_subset]
+        scale = 255.0 if x.dtype == np.uint8 and not ds.binary else 1.0
+        out[split] = torch.as_tensor(x, dtype=torch.float32, device=device) / scale
+    return out
+
+
+def _binarize_eval(x: Tensor, spec: RunSpec, seed: int) -> Tensor:
+    """Evaluation sets under dynamic binarization get one fixed binarization (seeded)."""
+    if spec.transform != "dynamic_binarize":
+        return x
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    return (torch.rand(x.shape, generator=g, device=x.device) < x).to(x.dtype)
+
+
+class _Recorder:
+    """Collects tidy rows for the replicas that are still finite."""
+
+    def __init__(self, spec: RunSpec, run_id: str):
+        self.spec, self.run_id, self.rows = spec, run_id, []
+        self.base = {
+            "run_id": run_id, "method": spec.method, "dataset": spec.dataset,
+            "model": spec.model_name, "profile": spec.profile,
+        }
+
+    def add(self, alive: Tensor, clock: dict[str, Any], split: str, metric: str, eval_k: int, values: Tensor) -> None:
+        values = values.detach().double().cpu()
+        for r, seed in enumerate(self.spec.seeds):
+            if alive[r] and torch.isfinite(values[r]):
+                self.rows.append({**self.base, **clock, "seed": seed, "split": split, "metric": metric,
+                                  "eval_k": eval_k, "value": float(values[r])})
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=results.CURVE_COLUMNS)
+
+
+def run(spec: RunSpec, out_dir: Path, device: str = "auto", threads: int | None = None,
+        progress: bool = True) -> dict[str, Any]:
+    """Train and evaluate one run; write curve.parquet and run.json to out_dir. Returns run.json."""
+    if threads:
+        torch.set_num_threads(threads)
+    dev = devices.resolve(device)
+    started = dt.datetime.now(dt.timezone.utc).isoformat()
+    torch.manual_seed(zlib.crc32(repr(spec.seeds).encode()))  # the sampling noise of the whole run
+    method_cls = get_method(spec.method)
+    data = prepare_data(spec, dev)
+    model = build_model(spec.model, list(spec.seeds)).to(dev)
+    method = method_cls(model, **spec.hparams)
+    r, n_train = len(spec.seeds), data["train"].shape[0]
+    steps_per_epoch = n_train // spec.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"batch_size {spec.batch_size} exceeds the {n_train} training examples")
+
+    eval_sets = {
+        s: _binarize_eval(data[s][: spec.eval_subset], spec, 1234 + i)
+        for i, s in enumerate(dict.fromkeys(spec.eval_splits + spec.final_eval_splits))
+    }
+
+    rec = _Recorder(spec, spec.run_id)
+    alive = torch.ones(r, dtype=torch.bool)
+    last_good = [0] * r
+    diverged_at: list[int | None] = [None] * r
+    clock = {"step": 0, "epoch": 0, "examples": 0, "train_seconds": 0.0}
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    def evaluate(k: int, splits: tuple[str, ...]) -> float:
+        """Record every metric on the given splits; return the last split's mean 'll'."""
+        shown = float("nan")
+        with torch.no_grad():
+            for split in splits:
+                x = eval_sets[split].unsqueeze(0).expand(r, -1, -1)
+                for metric, values in method.evaluate(x, k).items():
+                    rec.add(alive, clock, split, metric, k, values)
+                    if metric == "ll" and alive.any():
+                        shown = float(values[alive].mean())
+        return shown
+
+    evaluate(spec.eval_k, spec.eval_splits)
+    bar = tqdm(total=spec.epochs * steps_per_epoch, desc=f"{spec.method} {spec.run_id}", file=sys.stderr,
+               mininterval=2.0, disable=not progress, unit="step")
+    gens = [torch.Generator().manual_seed(int(s)) for s in spec.seeds]
+    for epoch in range(1, spec.epochs + 1):
+        perm = torch.stack([torch.randperm(n_train, generator=g) for g in gens]).to(dev)
+        sums: dict[str, Tensor] = {}
+        for b in range(steps_per_epoch):
+            x = data["train"][perm[:, b * spec.batch_size:(b + 1) * spec.batch_size]]
+            if spec.transform == "dynamic_binarize":
+                x = (torch.rand_like(x) < x).to(x.dtype)
+            sync()
+            t0 = time.perf_counter()
+            out = method.step(x)
+            sync()
+            clock["train_seconds"] += time.perf_counter() - t0
+            clock["step"] += 1
+            clock["examples"] += spec.batch_size
+            ok = finite_mask(out).cpu()
+            for i in torch.nonzero(alive & ~ok).flatten().tolist():
+                diverged_at[i] = clock["step"]
+            alive &= ok
+            for i in torch.nonzero(alive).flatten().tolist():
+                last_good[i] = clock["step"]
+            for key, v in out.items():
+                sums[key] = sums.get(key, 0) + v.detach()
+            bar.update(1)
+            if not alive.any():
+                break
+        clock["epoch"] = epoch
+        for key, v in sums.items():
+            rec.add(alive, clock, "train", key, 0, v / steps_per_epoch)
+        if not alive.any():
+            break
+        if epoch % spec.eval_every == 0 or epoch == spec.epochs:
+            bar.set_postfix_str(f"{spec.eval_splits[-1]} ll {evaluate(spec.eval_k, spec.eval_splits):.2f}", refresh=False)
+    bar.close()
+    if alive.any():
+        evaluate(spec.final_eval_k, spec.final_eval_splits)
+
+    status = {
+        str(seed): ({"status": "ok"} if diverged_at[i] is None
+                    else {"status": "diverged", "diverged_at_step": diverged_at[i], "last_good_step": last_good[i]})
+        for i, seed in enumerate(spec.seeds)
+    }
+    meta = {
+        "run_id": spec.run_id,
+        "spec": spec.to_dict(),
+        "status": "ok" if all(d is None for d in diverged_at) else "diverged",
+        "seeds": status,
+        "steps_per_epoch": steps_per_epoch,
+        "train_seconds": clock["train_seconds"],
+        "device": results.device_name(str(dev)),
+        "git": results.git_state(),
+        "method_sources": results.sources_hash(source_files(method_cls)),
+        "bench_sources": results.sources_hash(results.bench_sources()),
+        "packages": results.package_versions(),
+        "started": started,
+        "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
+    }
+    results.write_run(Path(out_dir), rec.frame(), meta)
+    return meta

@@ -1,0 +1,37 @@
+"""Shared fixtures. Tests use tiny synthetic models/data except where a real dataset is the point
+(loaders, converters, the workflow), which read it through $CLAIMBENCH_DATA like the project does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tiny_hm():
+    """A float64 Helmholtz machine small enough for exact enumeration: x 5 bits, h 3 + 2 bits."""
+    from bench.models.helmholtz import HelmholtzMachine
+
+    torch.manual_seed(0)
+    model = HelmholtzMachine([5, 3, 2], seeds=[0], init="glorot_normal", bias=0.0).double()
+    with torch.no_grad():  # make the posterior non-trivial
+        for p in model.parameters():
+            p.add_(0.8 * torch.randn_like(p))
+    return model
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real data folder on the project's search path ($CLAIMBENCH_DATA, then data/) that holds
+    the distributed npz files and the upstream originals (.ci/run points it at ../shared/data)."""
+    from bench.data import search_path
+
+    for d in search_path():
+        if (d / "uci_dna.npz").is_file() and (d / "orig" / "frey_rawface.mat").is_file():
+            return d
+    pytest.fail("no data folder with the distributed npz files and orig/ on the search path: "
+                "set CLAIMBENCH_DATA (e.g. export CLAIMBENCH_DATA=../shared/data), as .ci/run does")

@@ -1,0 +1,124 @@
+"""Bad input gets a clear error naming the problem and the fix."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bench import data, train
+from bench.claims import load_claims
+from bench.errors import ChecksumMismatch, ConfigError, DatasetNotFound, UnknownName
+from bench.spec import RunSpec
+
+from conftest import ROOT
+
+CLAIM = """
+- id: toy
+  statement: a toy claim
+  dataset: uci_dna
+  model: {{family: helmholtz, layers: [180, 10]}}
+  methods:
+    {methods}
+  verdict: {{rule: better, pairs: [[A, B]]}}
+  profiles:
+    quick: {{seeds: [0, 1], epochs: 1, batch_size: 50{extra}}}
+"""
+
+
+def _claims(tmp_path: Path, methods: str = "A: {method: rws}\n    B: {method: ws}", extra: str = "") -> Path:
+    (tmp_path / "toy.yaml").write_text(textwrap.dedent(CLAIM.format(methods=methods, extra=extra)))
+    return tmp_path
+
+
+def test_valid_toy_claim_loads(tmp_path):
+    assert list(load_claims(_claims(tmp_path))) == ["toy"]
+
+
+def test_unknown_method_in_claim_lists_known_ones(tmp_path):
+    with pytest.raises(UnknownName, match=r"unknown method 'nope'; known methods: .*rws.*ws"):
+        load_claims(_claims(tmp_path, methods="A: {method: nope}\n    B: {method: ws}"))
+
+
+def test_unknown_hyperparameter_names_key_and_allowed_keys(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'kk' in hyper-parameters of method 'rws'; allowed keys: k, lr"):
+        load_claims(_claims(tmp_path, methods="A: {method: rws, kk: 5}\n    B: {method: ws}"))
+
+
+def test_unknown_profile_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'epoks' in toy.yaml, claim 'toy': profile quick; allowed keys: .*epochs"):
+        load_claims(_claims(tmp_path, extra=", epoks: 3"))
+
+
+def test_missing_dataset_names_places_url_and_env_var(tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("CLAIMBENCH_DATA", str(empty))
+    monkeypatch.setattr(data, "PROJECT_DATA", tmp_path / "cache")
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    with pytest.raises(DatasetNotFound) as err:
+        data.load("binarized_mnist")
+    msg = str(err.value)
+    for needle in ("binarized_mnist", str(empty), str(tmp_path / "cache"),
+                   "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_test.amat",
+                   "CLAIMBENCH_DATA", "network is unreachable"):
+        assert needle in msg
+
+
+def test_corrupted_dataset_file_is_refused(tmp_path, monkeypatch, data_dir):
+    bad = tmp_path / "uci_dna.npz"
+    blob = bytearray((data_dir / "uci_dna.npz").read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    bad.write_bytes(bytes(blob))
+    monkeypatch.setenv("CLAIMBENCH_DATA", str(tmp_path))
+    with pytest.raises(ChecksumMismatch, match=r"uci_dna.npz: sha256 .* matches none of the registered hashes"):
+        data.load("uci_dna")
+
+
+def test_corrupted_original_is_refused(tmp_path, monkeypatch, data_dir):
+    orig = tmp_path / "frey_rawface.mat"
+    shutil.copy(data_dir / "orig" / "frey_rawface.mat", orig)
+    with open(orig, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\x00\x01\x02")
+    monkeypatch.setenv("CLAIMBENCH_DATA", str(tmp_path))
+    monkeypatch.setattr(data, "PROJECT_DATA", tmp_path / "cache")
+    with pytest.raises(ChecksumMismatch, match="frey_rawface.mat: sha256 .* does not match"):
+        data.load("frey_faces")
+
+
+def test_divergence_is_recorded_with_last_good_step(tmp_path, data_dir):
+    spec = RunSpec(profile="test", dataset="uci_dna", model={"family": "helmholtz", "layers": [180, 10]}, method="rws",
+                   hparams={"k": 2, "lr": 1e37, "optimizer": "sgd", "q_updates": "wake+sleep", "sleep_every": 1,
+                            "q_baseline": False},
+                   seeds=(0, 1), epochs=3, batch_size=50, train_subset=200, eval_k=5, eval_subset=50, final_eval_k=10)
+    meta = train.run(spec, tmp_path / "run", progress=False)
+    assert meta["status"] == "diverged"
+    for seed in meta["seeds"].values():
+        assert seed["status"] == "diverged"
+        assert seed["last_good_step"] == seed["diverged_at_step"] - 1
+    assert (tmp_path / "run" / "curve.parquet").exists()
+
+
+def test_cli_reports_unknown_method_without_traceback(data_dir):
+    out = subprocess.run([sys.executable, "-m", "bench", "run", "--method", "nope", "--dataset", "uci_dna",
+                          "--layers", "180,10"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2
+    assert "error: unknown method 'nope'; known methods:" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_grey_dataset_without_transform_is_a_config_error(tmp_path, data_dir):
+    spec = RunSpec(profile="test", dataset="frey_faces", model={"family": "helmholtz", "layers": [560, 10]},
+                   method="ws", hparams={"lr": 0.1, "optimizer": "sgd", "sleep_every": 1}, seeds=(0,), epochs=1,
+                   batch_size=10, eval_splits=("all",), final_eval_splits=("all",))
+    with pytest.raises(ConfigError, match="grey-scale: set transform"):
+        train.run(spec, tmp_path / "run", progress=False)

@@ -1,0 +1,125 @@
+"""End to end, as a user runs it: Snakemake on a copy of the project at the tiny `smoke` profile.
+
+One base workflow run is shared (module fixture); tests that change things work on copies of it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+PROJECT_FILES = ("Snakefile", "bench", "methods", "profiles")
+VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+
+
+def _copy_project(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--config", "profile=smoke", *args]
+    out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, **kwargs)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out
+
+
+def _run_mtimes(workdir: Path) -> dict[str, float]:
+    return {p.parent.name: p.stat().st_mtime for p in (workdir / "results/smoke/runs").glob("*/run.json")}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, data_dir) -> Path:
+    """A project copy on which the whole smoke workflow has run once."""
+    workdir = _copy_project(tmp_path_factory.mktemp("wf") / "project")
+    snakemake(workdir)
+    return workdir
+
+
+def _clone(finished: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "project"
+    shutil.copytree(finished, dest, symlinks=True)  # copy2 keeps mtimes, so nothing looks stale
+    return dest
+
+
+def test_report_has_a_verdict_row_per_claim(finished):
+    from bench.claims import load_claims
+
+    report = (finished / "results/smoke/REPORT.md").read_text()
+    for claim_id in load_claims(finished / "bench/claims"):
+        row = next(line for line in report.splitlines() if line.startswith(f"| [{claim_id}]"))
+        assert any(v in row for v in VERDICTS), row
+        assert (finished / f"figures/smoke/{claim_id}.png").stat().st_size > 10_000
+        assert (finished / f"results/smoke/tables/{claim_id}.csv").exists()
+
+
+def test_second_invocation_does_nothing(finished):
+    out = snakemake(finished, "-n")
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_snakemake_html_report_has_one_category_per_claim(finished, tmp_path):
+    workdir = _clone(finished, tmp_path)
+    snakemake(workdir, "--report", "report.html")
+    html = (workdir / "report.html").read_text()
+    assert "rws-beats-ws" in html and "rws-more-samples-help" in html
+
+
+def test_kill_then_rerun_keeps_finished_runs(finished, tmp_path):
+    """SIGKILL the workflow once a run has finished; after `--unlock` a rerun keeps that run."""
+    workdir = _copy_project(tmp_path / "project")
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", "--config", "profile=smoke"],
+                            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while not _run_mtimes(workdir) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _run_mtimes(workdir)
+    assert before, "no run finished before the kill"
+    snakemake(workdir, "--unlock")
+    snakemake(workdir)
+    after = _run_mtimes(workdir)
+    assert {k: after[k] for k in before} == before  # finished runs kept, not recomputed
+    assert len(after) == len(_run_mtimes(finished))
+
+
+def test_add_a_method_as_the_readme_says(finished, tmp_path):
+    """README 'Add a method': scaffold it, name it in a claim, rerun. Only its run executes, and the
+    report shows it beside the others. Then editing it reruns exactly its run."""
+    workdir = _clone(finished, tmp_path)
+    before = _run_mtimes(workdir)
+    subprocess.run([sys.executable, "-m", "bench", "new-method", "my_method"], cwd=workdir, check=True,
+                   capture_output=True)
+    claims = workdir / "bench/claims/rws.yaml"
+    text = claims.read_text()
+    text = text.replace("    RWS K=5: {method: rws, k: 5}\n", "    RWS K=5: {method: rws, k: 5}\n    My method: {method: my_method}\n", 1)
+    claims.write_text(text)
+    snakemake(workdir)
+    after = _run_mtimes(workdir)
+    new = set(after) - set(before)
+    assert len(new) == 1 and {k: after[k] for k in before} == before
+    report = (workdir / "results/smoke/REPORT.md").read_text()
+    section = report[report.index("## rws-beats-ws"):report.index("## rws-more-samples-help")]
+    assert "| My method" in section and "| WS" in section
+    with open(workdir / "methods/my_method.py", "a") as f:
+        f.write("# an edit\n")  # Snakemake compares contents: a bare touch is not an edit
+    plan = snakemake(workdir, "-n").stdout
+    assert re.search(r"^train\s+1$", plan, re.M), plan
