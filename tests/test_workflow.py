@@ -33,9 +33,15 @@ def _copy_project(dest: Path) -> Path:
     return dest
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+def _env() -> dict[str, str]:
+    """The test's environment with $CLAIMBENCH_DATA made absolute (the workflow runs elsewhere)."""
+    entries = os.environ.get("CLAIMBENCH_DATA", "").split(os.pathsep)
+    return {**os.environ, "CLAIMBENCH_DATA": os.pathsep.join(str(Path(e).resolve()) for e in entries if e)}
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--config", "profile=smoke", *args]
-    out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, **kwargs)
+    out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=_env())
     if check and out.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     return out
@@ -86,11 +92,13 @@ def test_kill_then_rerun_keeps_finished_runs(finished, tmp_path):
     """SIGKILL the workflow once a run has finished; after `--unlock` a rerun keeps that run."""
     workdir = _copy_project(tmp_path / "project")
     proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", "--config", "profile=smoke"],
-                            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            cwd=workdir, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     deadline = time.time() + 240
     while not _run_mtimes(workdir) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = _run_mtimes(workdir)
     assert before, "no run finished before the kill"
@@ -107,7 +115,7 @@ def test_add_a_method_as_the_readme_says(finished, tmp_path):
     workdir = _clone(finished, tmp_path)
     before = _run_mtimes(workdir)
     subprocess.run([sys.executable, "-m", "bench", "new-method", "my_method"], cwd=workdir, check=True,
-                   capture_output=True)
+                   capture_output=True, env=_env())
     claims = workdir / "bench/claims/rws.yaml"
     text = claims.read_text()
     text = text.replace("    RWS K=5: {method: rws, k: 5}\n", "    RWS K=5: {method: rws, k: 5}\n    My method: {method: my_method}\n", 1)
