@@ -49,9 +49,11 @@ RULES = {
     "faster_to_target": {"a", "b", "tolerance", "x", "split"},
     "within_paper": {"method", "tolerance"},
 }
-CLAIM_KEYS = {"id", "paper", "statement", "dataset", "transform", "model", "methods", "metric",
-              "verdict", "paper_numbers", "profiles", "notes"}
-RUN_KEYS = {f.name for f in fields(RunSpec)} - {"profile", "dataset", "model", "method", "hparams", "transform"}
+DATA_KEYS = {"transform", "labels", "holdout"}  # how the claim's dataset is read, next to `dataset`
+CLAIM_KEYS = {"id", "paper", "statement", "dataset", "model", "methods", "metric", "verdict", "paper_numbers",
+              "profiles", "notes", "figure"} | DATA_KEYS
+RUN_KEYS = {f.name for f in fields(RunSpec)} - {"profile", "dataset", "model", "method", "hparams"} - DATA_KEYS
+X_AXES = {"epoch", "step", "examples", "train_seconds"}
 PROFILE_KEYS = RUN_KEYS | {"model", "methods"}
 SMOKE = {"seeds": [0, 1], "epochs": 2, "train_subset": 300, "batch_size": 50, "eval_every": 1,
          "eval_k": 5, "eval_subset": 50, "final_eval_k": 20}
@@ -70,6 +72,11 @@ class Claim:
     @property
     def metric(self) -> dict[str, Any]:
         return {"split": "test", "name": "ll", "higher_is_better": True, **self.spec.get("metric", {})}
+
+    @property
+    def x_axes(self) -> list[str]:
+        """The figure's x-axes, one panel each (default: epochs and train seconds)."""
+        return self.spec.get("figure", {}).get("x", ["epoch", "train_seconds"])
 
     @property
     def paper_numbers(self) -> list[dict[str, Any]]:
@@ -103,6 +110,10 @@ def _validate(spec: dict[str, Any], where: str) -> None:
         if cls.family != family:
             raise ConfigError(f"{where}: method {cls.name!r} trains {cls.family!r} models, the claim's model is {family!r}")
         resolve_hparams(cls, {k: v for k, v in entry.items() if k != "method"})
+    check_keys(f"{where}: figure", spec.get("figure", {}), {"x"})
+    for x in spec.get("figure", {}).get("x", []):
+        if x not in X_AXES:
+            raise ConfigError(f"{where}: figure x-axis {x!r}; use any of {sorted(X_AXES)}")
     rule = spec["verdict"].get("rule")
     if rule not in RULES:
         raise unknown("verdict rule", str(rule), RULES)
@@ -183,8 +194,9 @@ def expand(claim: Claim, profile: str) -> ClaimPlan:
         entry = dict(entry or {})
         cls = get_method(entry.pop("method", label))
         hparams = resolve_hparams(cls, {**entry, **overrides.get(label, {})})
+        data_keys = {k: claim.spec[k] for k in DATA_KEYS if k in claim.spec}
         plan.runs[label] = RunSpec(profile=profile, dataset=claim.spec["dataset"], model=model, method=cls.name,
-                                   hparams=hparams, transform=claim.spec.get("transform", "none"), **settings)
+                                   hparams=hparams, **data_keys, **settings)
     return plan
 
 

@@ -35,26 +35,33 @@ def placeholder(path: Path, title: str, message: str) -> None:
     _save(fig, path)
 
 
+AXIS_LABELS = {"epoch": "epochs", "step": "updates", "examples": "training examples seen",
+               "train_seconds": "train seconds (steps only, all seeds in lock-step)"}
+
+
 def claim_figure(path: Path, curves: pd.DataFrame, claim_id: str, statement: str, metric: dict[str, Any],
-                 paper_numbers: list[dict[str, Any]], profile: str) -> None:
-    """Two panels: metric vs epoch and vs train seconds (all seeds of a run share the clock)."""
+                 paper_numbers: list[dict[str, Any]], profile: str, x_axes: list[str]) -> None:
+    """One panel per x-axis (by default epochs and train seconds), CI bands over seeds.
+    The seeds of a run share the clock, so each point sits at the mean over seeds of its x."""
     rows = curve_rows(curves, metric["split"], metric["name"]).copy()
-    rows["mean train seconds"] = rows.groupby(["label", "epoch"]).train_seconds.transform("mean")
+    for x in x_axes:
+        rows[x] = rows.groupby(["label", "step"])[x].transform("mean")
     k = int(rows.eval_k.min()) if len(rows) else 0
     ylabel = f"{metric['split']} {metric['name']}" + (f" (IS, K={k})" if metric["name"] == "ll" else "")
     labels = list(dict.fromkeys(curves.label))
     palette = dict(zip(labels, sns.color_palette("colorblind", len(labels))))
     sns.set_theme(style="whitegrid", context="notebook")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
-    for ax, x in zip(axes, ("epoch", "mean train seconds")):
+    fig, axes = plt.subplots(1, len(x_axes), figsize=(6 * len(x_axes), 4.2), sharey=True, squeeze=False)
+    axes = axes[0]
+    for ax, x in zip(axes, x_axes):
         sns.lineplot(data=rows, x=x, y="value", hue="label", hue_order=labels, palette=palette,
                      errorbar=("ci", 95), marker="o", markersize=4, ax=ax, legend=ax is axes[0])
         for n in paper_numbers:
             ax.axhline(n["value"], ls="--", lw=1, color=palette.get(n.get("method"), "grey"))
-        ax.set_xlabel("epochs" if x == "epoch" else "train seconds (steps only, all seeds in lock-step)")
+        ax.set_xlabel(AXIS_LABELS[x])
         ax.set_ylabel(ylabel)
     for n in paper_numbers:
-        axes[1].annotate(f"paper {n.get('method', '')}: {n['value']} ({PROVENANCE_WORDS.get(n['provenance'], n['provenance'])})",
+        axes[-1].annotate(f"paper {n.get('method', '')}: {n['value']} ({PROVENANCE_WORDS.get(n['provenance'], n['provenance'])})",
                          xy=(1.0, n["value"]), xycoords=("axes fraction", "data"), fontsize=7,
                          ha="right", va="bottom", color="dimgrey")
     if axes[0].get_legend() is not None:

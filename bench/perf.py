@@ -1,7 +1,10 @@
 """Benchmarks (not tests): ratios measured side by side in one process, printed and saved.
 
-    python -m bench.perf                 # every benchmark, results/perf/<name>.txt
+    python -m bench.perf                 # every benchmark, results/perf/<name>-<device>.txt
     python -m bench.perf replicas        # one of them
+
+Benchmarks are functions decorated with @benchmark, here or in a module ``bench/perf_<topic>.py``
+(imported automatically), each returning the lines it prints.
 
 Absolute times only mean something on a GPU; on a CPU read the ratios. Each benchmark warms up,
 then reports the median of several repeats; the device and the commit go into the output.
@@ -10,6 +13,8 @@ then reports the median of several repeats; the device and the commit go into th
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import statistics
 import sys
 import time
@@ -93,7 +98,16 @@ def is_eval(device: torch.device) -> list[str]:
     ]
 
 
+def _discover() -> None:
+    import bench
+
+    for info in pkgutil.iter_modules(bench.__path__):
+        if info.name.startswith("perf_"):
+            importlib.import_module(f"bench.{info.name}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _discover()
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", choices=[[], *BENCHMARKS], default=[], help="default: all")

@@ -38,18 +38,19 @@ class Method:
         for key, value in hparams.items():
             setattr(self, key, value)
 
-    def step(self, x: Tensor) -> dict[str, Tensor]:
-        """One update on the minibatch x (R, B, D). Return per-replica scalars, shape (R,)."""
+    def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        """One update on the minibatch x (R, B, D) (and labels y (R, B) for runs with labels).
+        Return per-replica scalars, shape (R,)."""
         raise NotImplementedError
 
-    def evaluate(self, x: Tensor, k: int) -> dict[str, Tensor]:
+    def evaluate(self, x: Tensor, k: int, y: Tensor | None = None) -> dict[str, Tensor]:
         """Evaluation metrics on x (R, N, D) with k importance samples: name -> (R,) means.
 
         The default is the family's standard protocol (``bench.evaluation``); override to add
         method-specific estimates (e.g. BiHM's log p*(x)), keeping the standard ones."""
         from bench.evaluation import standard_metrics
 
-        return standard_metrics(self.model, x, k)
+        return standard_metrics(self.model, x, k, y)
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict()}

@@ -88,7 +88,8 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
         outcome["detail"] += "; diverged seeds: " + ", ".join(f"{k}: {v}" for k, v in diverged.items())
     out["table"].parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out["table"], index=False)
-    figures.claim_figure(out["figure"], curves, claim.id, claim.spec["statement"], metric, claim.paper_numbers, profile)
+    figures.claim_figure(out["figure"], curves, claim.id, claim.spec["statement"], metric, claim.paper_numbers,
+                         profile, claim.x_axes)
     settings = plan.runs[next(iter(plan.runs))]
     return _write_json(out["json"], {
         **base, **outcome, "headline": _headline(outcome, base["rule"]),

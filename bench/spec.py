@@ -25,6 +25,8 @@ class RunSpec:
     batch_size: int
     train_subset: int | None = None  # first N training examples (None = all)
     transform: str = "none"  # how pixels become model inputs, see bench.train.prepare_data
+    labels: bool = False  # pass labels to step/evaluate (classifiers)
+    holdout: int | None = None  # carve a missing valid (or, for 'all'-only data, test) split of this size
     eval_every: int = 1  # epochs between evaluations (epoch 0 and the last epoch always)
     eval_k: int = 100  # importance samples for the learning curve
     eval_subset: int | None = 1000  # first N examples of each evaluated split (None = all)

@@ -32,24 +32,41 @@ from bench.registry import finite_mask, get_method, source_files
 from bench.spec import RunSpec
 
 
-def prepare_data(spec: RunSpec, device: torch.device) -> dict[str, Tensor]:
-    """Split name -> float tensor (N, D) on the device.
+def prepare_data(spec: RunSpec, device: torch.device) -> dict[str, tuple[Tensor, Tensor | None]]:
+    """Split name -> (x float (N, D), labels (N,) or None) on the device.
 
     transform: 'none' keeps binary data as 0/1 (grey data must pick a transform),
     'unit_interval' divides grey pixels by 255, 'dynamic_binarize' keeps grey/255 as Bernoulli
-    means and the loop draws a fresh binarization of each training batch (Omniglot/IWAE-style).
+    means and the loop draws a fresh binarization of each training batch (IWAE-style).
+    holdout: a dataset without a validation split gets the last `holdout` training examples as
+    'valid'; one stored as a single 'all' array (Frey faces) is shuffled once with a fixed seed and
+    split into 'train' and the last `holdout` examples as 'test'. train_subset then applies to train.
     """
     ds = datasets.load(spec.dataset)
     if not ds.binary and spec.transform == "none":
         raise ConfigError(
             f"dataset {spec.dataset!r} is grey-scale: set transform to 'unit_interval' or 'dynamic_binarize'"
         )
+    x, y = dict(ds.x), dict(ds.y)
+    if spec.holdout:
+        if "all" in x:
+            order = np.random.default_rng(0).permutation(len(x["all"]))
+            x["train"], x["test"] = x["all"][order[:-spec.holdout]], x["all"][order[-spec.holdout:]]
+        elif "valid" not in x:
+            x["valid"], x["train"] = x["train"][-spec.holdout:], x["train"][:-spec.holdout]
+            if "train" in y:
+                y["valid"], y["train"] = y["train"][-spec.holdout:], y["train"][:-spec.holdout]
+    if spec.labels and not y:
+        raise ConfigError(f"dataset {spec.dataset!r} has no labels, but the run asks for them (labels: true)")
     out = {}
-    for split, x in ds.x.items():
+    for split, xs in x.items():
+        ys = y.get(split) if spec.labels else None
         if split == "train" and spec.train_subset is not None:
-            x = x[: spec.train_subset]
-        scale = 255.0 if x.dtype == np.uint8 and not ds.binary else 1.0
-        out[split] = torch.as_tensor(x, dtype=torch.float32, device=device) / scale
+            xs = xs[: spec.train_subset]
+            ys = ys[: spec.train_subset] if ys is not None else None
+        scale = 255.0 if xs.dtype == np.uint8 and not ds.binary else 1.0
+        out[split] = (torch.as_tensor(xs, dtype=torch.float32, device=device) / scale,
+                      None if ys is None else torch.as_tensor(ys.astype(np.int64), device=device))
     return out
 
 
@@ -94,15 +111,20 @@ def run(spec: RunSpec, out_dir: Path, device: str = "auto", threads: int | None 
     data = prepare_data(spec, dev)
     model = build_model(spec.model, list(spec.seeds)).to(dev)
     method = method_cls(model, **spec.hparams)
-    r, n_train = len(spec.seeds), data["train"].shape[0]
+    x_train, y_train = data["train"]
+    r, n_train = len(spec.seeds), x_train.shape[0]
     steps_per_epoch = n_train // spec.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(f"batch_size {spec.batch_size} exceeds the {n_train} training examples")
 
-    eval_sets = {
-        s: _binarize_eval(data[s][: spec.eval_subset], spec, 1234 + i)
-        for i, s in enumerate(dict.fromkeys(spec.eval_splits + spec.final_eval_splits))
-    }
+    eval_sets = {}
+    for i, s in enumerate(dict.fromkeys(spec.eval_splits + spec.final_eval_splits)):
+        if s not in data:
+            raise ConfigError(f"dataset {spec.dataset!r} has no split {s!r} (it has {', '.join(data)}); "
+                              f"set eval_splits/final_eval_splits, or holdout to carve one")
+        xs, ys = data[s]
+        eval_sets[s] = (_binarize_eval(xs[: spec.eval_subset], spec, 1234 + i),
+                        None if ys is None else ys[: spec.eval_subset])
 
     rec = _Recorder(spec, spec.run_id)
     alive = torch.ones(r, dtype=torch.bool)
@@ -116,8 +138,9 @@ def run(spec: RunSpec, out_dir: Path, device: str = "auto", threads: int | None 
         shown = float("nan")
         with torch.no_grad():
             for split in splits:
-                x = eval_sets[split].unsqueeze(0).expand(r, -1, -1)
-                for metric, values in method.evaluate(x, k).items():
+                xs, ys = eval_sets[split]
+                args = (xs.unsqueeze(0).expand(r, -1, -1), k) + (() if ys is None else (ys.unsqueeze(0).expand(r, -1),))
+                for metric, values in method.evaluate(*args).items():
                     rec.add(alive, clock, split, metric, k, values)
                     if metric == "ll" and alive.any():
                         shown = float(values[alive].mean())
@@ -131,12 +154,14 @@ def run(spec: RunSpec, out_dir: Path, device: str = "auto", threads: int | None 
         perm = torch.stack([torch.randperm(n_train, generator=g) for g in gens]).to(dev)
         sums: dict[str, Tensor] = {}
         for b in range(steps_per_epoch):
-            x = data["train"][perm[:, b * spec.batch_size:(b + 1) * spec.batch_size]]
+            idx = perm[:, b * spec.batch_size:(b + 1) * spec.batch_size]
+            x = x_train[idx]
             if spec.transform == "dynamic_binarize":
                 x = (torch.rand_like(x) < x).to(x.dtype)
+            batch = (x,) if y_train is None else (x, y_train[idx])
             sync()
             t0 = time.perf_counter()
-            out = method.step(x)
+            out = method.step(*batch)
             sync()
             clock["train_seconds"] += time.perf_counter() - t0
             clock["step"] += 1

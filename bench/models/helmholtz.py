@@ -10,14 +10,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from bench.models import register_family
 from bench.models.sbn import BernoulliPrior, SBNLayer, bernoulli_log_prob, sample_bernoulli
 
 State = list[Tensor]
 
 
+@register_family("helmholtz")
 class HelmholtzMachine(nn.Module):
-    family = "helmholtz"
-
     def __init__(self, layers: list[int], seeds: list[int], init: str = "rws", bias: float = -1.0):
         super().__init__()
         if len(layers) < 2:
