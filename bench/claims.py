@@ -18,7 +18,10 @@ A claim is data a reader can check with the paper open::
         paper: {seeds: [0, 1, 2], epochs: 200, batch_size: 100, final_eval_k: 5000, ...,
                 model: {layers: [...]}, methods: {RWS K=5: {lr: ...}}}
 
-Profiles may override the model config and per-label hyper-parameters. The `smoke` profile is
+Profiles may override the model config and per-label hyper-parameters. A method entry may carry its
+own ``model:`` keys (not the family), e.g. ``VAE z=5: {method: vae, model: {layers: [784, 5]}}``, to
+compare model variants in one claim; the most specific setting wins: claim model < profile model <
+the label's model < the profile's model for that label. The `smoke` profile is
 derived from `quick` with SMOKE overrides (tiny; used by the tests and CI to exercise the workflow).
 """
 
@@ -46,8 +49,9 @@ PROVENANCE = PRIMARY_PROVENANCE | {"R", "R?", "NF"}
 RULES = {
     "better": {"pairs", "margin"},
     "ordering": {"order", "margin"},
-    "faster_to_target": {"a", "b", "tolerance", "x", "split"},
+    "faster_to_target": {"pairs", "tolerance", "x", "split"},
     "within_paper": {"method", "tolerance"},
+    "threshold": {"method", "value"},
 }
 DATA_KEYS = {"transform", "labels", "holdout"}  # how the claim's dataset is read, next to `dataset`
 CLAIM_KEYS = {"id", "paper", "statement", "dataset", "model", "methods", "metric", "verdict", "paper_numbers",
@@ -109,7 +113,8 @@ def _validate(spec: dict[str, Any], where: str) -> None:
         cls = get_method(entry.get("method", label))
         if cls.family != family:
             raise ConfigError(f"{where}: method {cls.name!r} trains {cls.family!r} models, the claim's model is {family!r}")
-        resolve_hparams(cls, {k: v for k, v in entry.items() if k != "method"})
+        check_keys(f"{where}: model of {label!r}", entry.get("model", {}), model_keys(family))
+        resolve_hparams(cls, {k: v for k, v in entry.items() if k not in ("method", "model")})
     check_keys(f"{where}: figure", spec.get("figure", {}), {"x"})
     for x in spec.get("figure", {}).get("x", []):
         if x not in X_AXES:
@@ -120,7 +125,7 @@ def _validate(spec: dict[str, Any], where: str) -> None:
     check_keys(f"{where}: verdict", set(spec["verdict"]) - {"rule"}, RULES[rule])
     labels = set(spec["methods"])
     v = spec["verdict"]
-    named = [x for pair in v.get("pairs", []) for x in pair] + v.get("order", []) + [v[k] for k in ("a", "b", "method") if k in v]
+    named = [x for pair in v.get("pairs", []) for x in pair] + v.get("order", []) + ([v["method"]] if "method" in v else [])
     for label in named:
         if label not in labels:
             raise ConfigError(f"{where}: verdict names {label!r}, which is not one of the claim's methods: {sorted(labels)}")
@@ -136,9 +141,10 @@ def _validate(spec: dict[str, Any], where: str) -> None:
         if name not in ("quick", "paper"):
             raise ConfigError(f"{where}: profile {name!r}; claims define 'quick' and 'paper'")
         check_keys(f"{where}: profile {name}", prof, PROFILE_KEYS)
-        for label in prof.get("methods", {}):
+        for label, entry in prof.get("methods", {}).items():
             if label not in labels:
                 raise ConfigError(f"{where}: profile {name} overrides unknown method label {label!r}")
+            check_keys(f"{where}: profile {name}: model of {label!r}", (entry or {}).get("model", {}), model_keys(family))
 
 
 def load_claims(claims_dir: Path = CLAIMS_DIR) -> dict[str, Claim]:
@@ -192,10 +198,12 @@ def expand(claim: Claim, profile: str) -> ClaimPlan:
     overrides = settings.pop("methods", {})
     for label, entry in claim.spec["methods"].items():
         entry = dict(entry or {})
+        override = dict(overrides.get(label) or {})
         cls = get_method(entry.pop("method", label))
-        hparams = resolve_hparams(cls, {**entry, **overrides.get(label, {})})
+        label_model = {**model, **entry.pop("model", {}), **override.pop("model", {})}
+        hparams = resolve_hparams(cls, {**entry, **override})
         data_keys = {k: claim.spec[k] for k in DATA_KEYS if k in claim.spec}
-        plan.runs[label] = RunSpec(profile=profile, dataset=claim.spec["dataset"], model=model, method=cls.name,
+        plan.runs[label] = RunSpec(profile=profile, dataset=claim.spec["dataset"], model=label_model, method=cls.name,
                                    hparams=hparams, **data_keys, **settings)
     return plan
 

@@ -1,6 +1,7 @@
 """Dataset registry: canonical URLs and checksums, a search path, an npz cache, and loaders.
 
-Every dataset is stored as one compressed npz (`<name>.npz`, arrays `x_train`, `x_valid`,
+The papers' small synthetic toys (3x3 lines, 4x4 bars) are generated in memory by the process
+their code defines, with fixed seeds. Every real dataset is stored as one compressed npz (`<name>.npz`, arrays `x_train`, `x_valid`,
 `x_test`, `y_*` where labels exist). The loader looks for it on the search path:
 
 1. every directory in `$CLAIMBENCH_DATA` (``os.pathsep``-separated), then
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import os
 import urllib.request
 from collections.abc import Callable
@@ -51,8 +53,9 @@ class DatasetSpec:
     shapes: dict[str, tuple[int, ...]]  # split -> expected x shape (asserted on load)
     binary: bool
     originals: tuple[Original, ...]
-    convert: Callable[[dict[str, Path]], dict[str, np.ndarray]]
+    convert: Callable[[dict[str, Path]], dict[str, np.ndarray]] | None
     npz_sha256: str | None = None  # the distributed npz (see MANIFEST of the data folder)
+    generate: Callable[[], dict[str, np.ndarray]] | None = None  # a paper's synthetic toy, built in memory
     image_shape: tuple[int, int] | None = (28, 28)
     notes: str = ""
 
@@ -135,6 +138,41 @@ def _convert_debd(name: str) -> Callable[[dict[str, Path]], dict[str, np.ndarray
     return convert
 
 
+# --------------------------------------------------------------------------- the papers' synthetic toys
+def _generate_lines_3x3() -> dict[str, np.ndarray]:
+    """Kirby's 3x3 lines as in the NRWS authors' code (rist-ro/argo datasets/ThreeByThreeLines.py):
+    12 patterns, the 6 vertical ones (1 or 2 of the 3 columns on) with probability 2/18 each and the
+    6 horizontal ones with 1/18 each, as 2000 / 1000 copies per pattern (18,000 images) in a random
+    order; train = the first 15,000, validation = test = the last 3,000 (as in the code).
+    Entropy of the data distribution: 2.4283 nats, the best achievable test NLL."""
+    patterns, copies = [], []
+    for axis, n_copies in ((1, 2000), (0, 1000)):  # vertical lines = columns on, then horizontal
+        for on in [c for r in (1, 2) for c in itertools.combinations(range(3), r)]:
+            img = np.zeros((3, 3), np.uint8)
+            if axis == 1:
+                img[:, list(on)] = 1
+            else:
+                img[list(on), :] = 1
+            patterns.append(img.ravel())
+            copies.append(n_copies)
+    x = np.repeat(np.stack(patterns), copies, axis=0)
+    x = x[np.random.default_rng(2733).permutation(len(x))]
+    return {"x_train": x[:15000], "x_valid": x[15000:], "x_test": x[15000:]}
+
+
+def _generate_bars_4x4() -> dict[str, np.ndarray]:
+    """4x4 bars as in RWS's code (jbornschein/reweighted-ws learning/datasets BarsData, D=4):
+    each of the 2D = 8 bars (4 rows, 4 columns) is on independently with probability 1/(2D);
+    a pixel is on when its row or its column bar is. Train 10,000 / valid 1,000 / test 10,000."""
+    rng = np.random.default_rng(23)
+    out = {}
+    for split, n in (("train", 10000), ("valid", 1000), ("test", 10000)):
+        bars = rng.random((n, 8)) < 1 / 8
+        img = bars[:, :4, None] | bars[:, None, 4:]
+        out[f"x_{split}"] = img.reshape(n, 16).astype(np.uint8)
+    return out
+
+
 # --------------------------------------------------------------------------- registry
 _LAROCHELLE = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
 _LECUN = "http://yann.lecun.com/exdb/mnist/"
@@ -161,6 +199,18 @@ def _debd_spec(name: str, dim: int, sizes: tuple[int, int, int], npz_sha256: str
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in [
+        DatasetSpec(
+            name="lines_3x3",
+            description="3x3 lines (Kirby's Helmholtz-machine toy; NRWS authors' code), generated",
+            shapes={"train": (15000, 9), "valid": (3000, 9), "test": (3000, 9)},
+            binary=True, originals=(), convert=None, generate=_generate_lines_3x3, image_shape=(3, 3),
+        ),
+        DatasetSpec(
+            name="bars_4x4",
+            description="4x4 bars (RWS paper's toy), generated",
+            shapes={"train": (10000, 16), "valid": (1000, 16), "test": (10000, 16)},
+            binary=True, originals=(), convert=None, generate=_generate_bars_4x4, image_shape=(4, 4),
+        ),
         DatasetSpec(
             name="binarized_mnist",
             description="MNIST, static binarization of Larochelle & Murray (2011), 50k/10k/10k",
@@ -371,9 +421,9 @@ def locate(name: str) -> Path | None:
 
 
 def is_available(name: str) -> bool:
-    """True when load() would succeed without network (an npz or all originals are present)."""
+    """True when load() would succeed without network (generated, an npz, or all originals present)."""
     spec = get_spec(name)
-    return locate(name) is not None or all(_find_original(o) for o in spec.originals)
+    return spec.generate is not None or locate(name) is not None or all(_find_original(o) for o in spec.originals)
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -385,10 +435,13 @@ def get_spec(name: str) -> DatasetSpec:
 def load(name: str, download: bool = True) -> Dataset:
     """Load a verified dataset by name (see the module docstring for where it is looked for)."""
     spec = get_spec(name)
-    path = locate(name) or _build_from_originals(spec, download)
-    _verify_npz(path, spec)
-    with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}
+    if spec.generate is not None:
+        path, arrays = None, spec.generate()
+    else:
+        path = locate(name) or _build_from_originals(spec, download)
+        _verify_npz(path, spec)
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
     x = {k[2:]: v for k, v in arrays.items() if k.startswith("x_")}
     if "x" in arrays:
         x["all"] = arrays["x"]

@@ -64,6 +64,13 @@ def claim_figure(path: Path, curves: pd.DataFrame, claim_id: str, statement: str
         axes[-1].annotate(f"paper {n.get('method', '')}: {n['value']} ({PROVENANCE_WORDS.get(n['provenance'], n['provenance'])})",
                          xy=(1.0, n["value"]), xycoords=("axes fraction", "data"), fontsize=7,
                          ha="right", va="bottom", color="dimgrey")
+    trained = rows[rows.step > 0].value
+    if len(trained):  # frame the learning curves, not the untrained starting point
+        lo, hi = (trained.quantile(0.02), trained.max()) if metric["higher_is_better"] else (trained.min(), trained.quantile(0.98))
+        for n in paper_numbers:
+            lo, hi = min(lo, n["value"]), max(hi, n["value"])
+        pad = 0.05 * (hi - lo) + 1e-9
+        axes[0].set_ylim(lo - pad, hi + pad)
     if axes[0].get_legend() is not None:
         axes[0].legend(title=None, fontsize=8)
     fig.suptitle(f"{claim_id} [{profile} profile]\n" + "\n".join(textwrap.wrap(statement, 110)), fontsize=10)

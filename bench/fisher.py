@@ -23,6 +23,8 @@ import torch
 from torch import Tensor
 
 _F64_BYTES = 8
+_CPU_MAX_BYTES = 2**22  # 4 MiB
+_CUDA_MAX_BYTES = 2**30  # 1 GiB
 
 
 def _variance(probs: Tensor, clip: float) -> Tensor:
@@ -55,53 +57,186 @@ def fisher_blocks(inputs: Tensor, probs: Tensor, clip: float = 1e-6) -> Tensor:
     return _blocks(_augment(inputs), _variance(probs, clip) / n)
 
 
-def solver_costs(n_samples: int, fan_in: int, n_out: int) -> dict[str, float]:
-    """Multiply-add counts of the two exact solvers for one replica of a layer (d = fan_in + 1).
+def solver_costs(n_samples: int, fan_in: int, n_out: int, reuse: int = 1) -> dict[str, float]:
+    """Multiply-add counts per application of the two exact solvers for one replica of a layer
+    (d = fan_in + 1), when one factorization serves `reuse` applications (NRWS's `fisher_every`).
 
-    cholesky: per unit, form F_i (N d^2), factor it (d^3 / 3), two triangular solves (2 d^2).
+    cholesky: per unit, form F_i (N d^2) and factor it (d^3 / 3) once; each application is two
+      triangular solves (2 d^2).
     woodbury: (F_i + aI)^{-1} g = (g - U (aI_N + U^T U)^{-1} U^T g) / a with U = X~^T diag(sqrt(c_i/N));
       U^T U = diag(.) G diag(.) where the Gram G = X~ X~^T (N^2 d) is shared by all units; per unit,
-      scale G (N^2), factor (N^3 / 3), two triangular solves (2 N^2), and U^T g, U z (2 N d).
+      scale G (N^2) and factor (N^3 / 3) once; each application is two triangular solves (2 N^2)
+      plus U^T g and U z (2 N d).
+    With reuse > 1 the application cost matters more, and it favours the smaller factors.
     """
     n, d = n_samples, fan_in + 1
-    return {
-        "cholesky": n_out * (n * d**2 + d**3 / 3 + 2 * d**2),
-        "woodbury": n**2 * d + n_out * (n**3 / 3 + 3 * n**2 + 2 * n * d),
-    }
+    fit = {"cholesky": n_out * (n * d**2 + d**3 / 3), "woodbury": n**2 * d + n_out * (n**3 / 3 + n**2)}
+    apply = {"cholesky": n_out * 2 * d**2, "woodbury": n_out * (2 * n**2 + 2 * n * d)}
+    return {k: fit[k] / reuse + apply[k] for k in fit}
 
 
-def choose_solver(n_samples: int, fan_in: int, n_out: int = 1) -> str:
-    """The cheaper solver by `solver_costs`. Per unit the two are N d^2 + d^3/3 against
+def choose_solver(n_samples: int, fan_in: int, n_out: int = 1, reuse: int = 1) -> str:
+    """The cheaper solver by `solver_costs`. Per unit and fit the two are N d^2 + d^3/3 against
     N^3/3 + O(N^2 + N d), so Woodbury wins roughly when N < d = fan_in + 1 (the authors' rule)."""
-    costs = solver_costs(n_samples, fan_in, n_out)
+    costs = solver_costs(n_samples, fan_in, n_out, reuse)
     return min(costs, key=costs.get)
 
 
 def _units_per_chunk(solver: str, replicas: int, n: int, d: int, max_bytes: int) -> int:
-    """Units solved at once so that the float64 work arrays stay under max_bytes: per unit,
+    """Units factored at once so that the float64 work arrays stay under max_bytes: per unit,
     cholesky holds the weighted X~^T (N d), the block and its factor (2 d^2); woodbury holds the
     scaled Gram and its factor (2 N^2). Shared arrays (X~, the Gram, gradients) are not counted."""
     per_unit = 2 * d * d + n * d if solver == "cholesky" else 2 * n * n
     return max(1, max_bytes // (_F64_BYTES * replicas * per_unit))
 
 
-def _solve_cholesky(xt: Tensor, c: Tensor, g: Tensor, damping: float) -> Tensor:
-    """(F_i + aI)^{-1} g_i with the (d, d) blocks formed and factored. c already carries the 1/N."""
-    a = _blocks(xt, c)
-    a.diagonal(dim1=-2, dim2=-1).add_(damping)
-    return torch.cholesky_solve(g.unsqueeze(-1), torch.linalg.cholesky(a)).squeeze(-1)
+def default_max_bytes(device: torch.device | str) -> int:
+    """Chunk budget used when max_bytes is None: 4 MiB on a CPU, 1 GiB on CUDA.
+
+    On a CPU cache-sized chunks were measured 1.7-3.5x faster than 256 MiB chunks on MNIST-sized
+    layers. On a GPU big batched kernels amortise launches, so the budget only guards memory; the
+    1 GiB value is a guess that has not been measured here (no GPU was available)."""
+    return _CUDA_MAX_BYTES if torch.device(device).type == "cuda" else _CPU_MAX_BYTES
 
 
-def _solve_woodbury(xt: Tensor, gram: Tensor, c: Tensor, xg: Tensor, g: Tensor, damping: float) -> Tensor:
-    """(F_i + aI)^{-1} g_i through the (N, N) system aI + S_i G S_i, S_i = diag(sqrt(c_i)).
+def _resolve_solver(solver: str, n: int, fan_in: int, n_out: int, reuse: int) -> str:
+    if solver == "auto":
+        return choose_solver(n, fan_in, n_out, reuse)
+    if solver not in ("cholesky", "woodbury"):
+        raise ValueError(f"unknown solver {solver!r}; use 'cholesky', 'woodbury' or 'auto'")
+    return solver
 
-    c (R, N, k) already carries the 1/N; xg = X~ g_i (R, N, k) is precomputed for all units."""
-    s = c.sqrt().transpose(1, 2)  # (R, k, N)
+
+def _cholesky_factor(blocks: Tensor, damping: float) -> Tensor:
+    """Lower Cholesky factor of blocks + aI; `blocks` is a fresh work array and is overwritten."""
+    blocks.diagonal(dim1=-2, dim2=-1).add_(damping)
+    return torch.linalg.cholesky(blocks)
+
+
+def _woodbury_factor(gram: Tensor, s: Tensor, damping: float) -> Tensor:
+    """Lower Cholesky factor of aI + S_i G S_i for scalings s (R, k, N): (R, k, N, N)."""
     m = s.unsqueeze(-1) * gram.unsqueeze(1)
     m.mul_(s.unsqueeze(-2))
-    m.diagonal(dim1=-2, dim2=-1).add_(damping)
-    z = torch.cholesky_solve((s * xg.transpose(1, 2)).unsqueeze(-1), torch.linalg.cholesky(m)).squeeze(-1)
-    return (g - torch.bmm(s * z, xt)) / damping  # bmm: (R, k, N) @ (R, N, d), U z for all k units
+    return _cholesky_factor(m, damping)
+
+
+class LayerFisher:
+    """The factorized damped Fisher blocks of one SBN layer (all replicas and units), estimated on
+    the given parent samples; apply() reuses them for any later gradient of that layer.
+
+    Natural RWS (Varady et al.; rist-ro/argo, NaturalReweightedWakeSleepOptimizerAlternate) refreshes
+    the Fisher every k_step_update steps only; fitting is the O(out N^3) or O(out (N d^2 + d^3)) part,
+    so fit() at refresh time and apply() every step:
+
+        fisher = LayerFisher.fit(parents, probs, damping)   # refresh
+        nat_w, nat_b = fisher.apply(grad_w, grad_b)         # any step until the next refresh
+
+    fit() copies what it needs (it never aliases `inputs` or `probs`), so later in-place updates of
+    the samples or the parameters do not change the cached Fisher; apply() reads the factors only.
+
+    Stored, all float64 (d = in + 1; see `nbytes`):
+      cholesky: the lower Cholesky factors of F_i + aI, R * out * d^2 values;
+                apply = two triangular solves per unit, O(out d^2).
+      woodbury: X~ (R, N, d), the per-unit scalings s_i = sqrt(c_i / N) (R, out, N) and the lower
+                Cholesky factors of aI + S_i G S_i (G = X~ X~^T), R * out * N^2 values; apply = X~ g_i
+                for all units in one bmm, two triangular solves per unit, U z in one bmm,
+                O(out (N d + N^2)) instead of the O(out N^3) of a fit.
+
+    Memory held per replica, authors' MNIST bottom generative layer (in=200, out=784, d=201):
+      N=160:  'auto' -> woodbury: factors 784 * 160^2 * 8 B = 160.6 MB, plus X~ 0.26 MB and scalings
+              1.0 MB: 161.8 MB (154.3 MiB). Cholesky would hold 784 * 201^2 * 8 B = 253.4 MB.
+      N=1000: 'auto' -> cholesky: 253.4 MB (241.7 MiB), independent of N. Woodbury would hold
+              784 * 1000^2 * 8 B = 6.27 GB plus 7.9 MB; do not force it there.
+    Woodbury holds less iff N < d. 'auto' minimises time, not memory; the two agree here but not
+    always: in=100, out=200, N=160 picks woodbury (41 MB) over cholesky (16.3 MB).
+    Transient work arrays during fit() are bounded by max_bytes per chunk on top of that.
+
+    On a 2-core CPU (torch 2.13, R=1, float32 gradients) for that layer at N=160 (woodbury), fit took
+    105-165 ms and apply 18-30 ms; for in=100, out=200, N=160 forced to cholesky, 26-31 ms and
+    2-3.5 ms. A woodbury apply is memory-bound: it reads the 154 MiB of factors twice (~13 ms for
+    one batched mat-vec over them). The factors stay in per-chunk tensors because a per-chunk
+    cholesky_solve was 5x faster there than one cholesky_solve over all 784 units (which copies the
+    whole batch), and 1.2x faster than two solve_triangular calls.
+    """
+
+    def __init__(self, solver: str, damping: float, shape: tuple[int, int, int], units: list[slice],
+                 factors: list[Tensor], xt: Tensor | None = None, scale: Tensor | None = None) -> None:
+        self.solver = solver
+        self.damping = float(damping)
+        self.shape = shape  # (R, out, in): the gradient shape apply() accepts
+        self._units = units
+        self._factors = factors
+        self._xt = xt
+        self._scale = scale
+
+    @classmethod
+    @torch.no_grad()
+    def fit(cls, inputs: Tensor, probs: Tensor, damping: float, solver: str = "auto", clip: float = 1e-6,
+            max_bytes: int | None = None, reuse: int = 1) -> "LayerFisher":
+        """Factor (F_i + aI) for every unit, F_i estimated on inputs (R, N, in) (unweighted rows) with
+        the units' sigmoid probs (R, N, out) at those inputs, s clamped to [clip, 1 - clip].
+
+        solver: 'cholesky' forms and factors every (in+1)^2 block; 'woodbury' factors an N x N
+        system per unit instead, sharing the Gram X~ X~^T across units; 'auto' takes the cheaper by
+        `solver_costs` for `reuse` applications per fit. Both are exact. Units are factored in chunks so that the float64 work
+        arrays stay under about max_bytes (None: `default_max_bytes(inputs.device)`, 4 MiB on a
+        CPU, 1 GiB on CUDA); the factors kept are not bounded by it (see the class docstring)."""
+        if damping <= 0:
+            raise ValueError(f"damping must be > 0 (F_i is singular when N < in+1); got {damping}")
+        if inputs.dim() != 3 or probs.dim() != 3 or probs.shape[:2] != inputs.shape[:2]:
+            raise ValueError(f"need inputs (R, N, in) and probs (R, N, out); got {tuple(inputs.shape)}"
+                             f" and {tuple(probs.shape)}")
+        r, n, fan_in = inputs.shape
+        n_out = probs.shape[-1]
+        solver = _resolve_solver(solver, n, fan_in, n_out, reuse)
+        if max_bytes is None:
+            max_bytes = default_max_bytes(inputs.device)
+
+        xt = _augment(inputs)
+        c = _variance(probs, clip) / n  # (R, N, out), carries the 1/N of the estimate
+        chunk = _units_per_chunk(solver, r, n, fan_in + 1, max_bytes)
+        units = [slice(start, min(start + chunk, n_out)) for start in range(0, n_out, chunk)]
+        shape = (r, n_out, fan_in)
+        if solver == "cholesky":
+            factors = [_cholesky_factor(_blocks(xt, c[..., u]), damping) for u in units]
+            return cls(solver, damping, shape, units, factors)
+        gram = torch.bmm(xt, xt.transpose(1, 2))
+        scale = c.sqrt().transpose(1, 2).contiguous()  # s_i = sqrt(c_i / N): (R, out, N)
+        factors = [_woodbury_factor(gram, scale[:, u], damping) for u in units]
+        return cls(solver, damping, shape, units, factors, xt, scale)
+
+    @property
+    def device(self) -> torch.device:
+        return self._factors[0].device
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the factors, plus X~ and the scalings for woodbury."""
+        held = self._factors + [t for t in (self._xt, self._scale) if t is not None]
+        return sum(t.numel() * t.element_size() for t in held)
+
+    @torch.no_grad()
+    def apply(self, grad_w: Tensor, grad_b: Tensor) -> tuple[Tensor, Tensor]:
+        """P(g_i) = (1 + a)(F_i + aI)^{-1} g_i with the fitted F_i, for grad_w (R, out, in) and grad_b
+        (R, out). Solved in float64; returns (nat_w, nat_b) with the gradients' dtype and device."""
+        r, n_out, fan_in = self.shape
+        if tuple(grad_w.shape) != self.shape or tuple(grad_b.shape) != (r, n_out):
+            raise ValueError(f"fitted for gradients {self.shape} and {(r, n_out)}; got "
+                             f"{tuple(grad_w.shape)} and {tuple(grad_b.shape)}")
+        f64 = dict(device=self.device, dtype=torch.float64)
+        g = torch.cat([grad_w.to(**f64), grad_b.to(**f64).unsqueeze(-1)], dim=-1)  # (R, out, d)
+        a = self.damping
+        if self.solver == "cholesky":
+            out = torch.cat([torch.cholesky_solve(g[:, u].unsqueeze(-1), f).squeeze(-1)
+                             for u, f in zip(self._units, self._factors)], dim=1)
+            out.mul_(1.0 + a)
+        else:
+            # (F_i + aI)^{-1} g = (g - U_i (aI + U_i^T U_i)^{-1} U_i^T g) / a, U_i = X~^T S_i.
+            rhs = torch.bmm(g, self._xt.transpose(1, 2)).mul_(self._scale)  # U_i^T g_i: (R, out, N)
+            z = torch.cat([torch.cholesky_solve(rhs[:, u].unsqueeze(-1), f).squeeze(-1)
+                           for u, f in zip(self._units, self._factors)], dim=1)
+            out = torch.sub(g, torch.bmm(z.mul_(self._scale), self._xt)).mul_((1.0 + a) / a)
+        return out[..., :-1].to(grad_w), out[..., -1].to(grad_b)
 
 
 @torch.no_grad()
@@ -113,57 +248,52 @@ def precondition_layer(
     damping: float,
     solver: str = "auto",
     clip: float = 1e-6,
-    max_bytes: int = 2**22,
+    max_bytes: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Damped natural gradient P(g_i) = (1 + a)(F_i + aI)^{-1} g_i of every unit of an SBN layer.
+    """Damped natural gradient P(g_i) = (1 + a)(F_i + aI)^{-1} g_i of every unit of an SBN layer,
+    one-shot: `LayerFisher.fit(inputs, probs, damping, solver, clip, max_bytes).apply(grad_w, grad_b)`.
 
     grad_w (R, out, in), grad_b (R, out): the layer's gradient; inputs (R, N, in): parent samples
     the Fisher is estimated on (unweighted rows); probs (R, N, out): the units' sigmoid at those
     inputs. Returns (nat_w, nat_b) with the shapes and dtype of the gradients; all replicas and
     units are batched and solved in float64 (the blocks are ill-conditioned for small damping).
+    To reuse the Fisher over several steps, keep the LayerFisher instead (see its docstring)."""
+    return LayerFisher.fit(inputs, probs, damping, solver, clip, max_bytes).apply(grad_w, grad_b)
 
-    solver: 'cholesky' forms and factors every (in+1)^2 block; 'woodbury' solves an N x N system
-    per unit instead, sharing the Gram X~ X~^T across units; 'auto' takes the cheaper by
-    `solver_costs`. Both are exact. Units are processed in chunks so that the float64 work
-    arrays stay under about max_bytes (784 blocks of 201^2, or 200 Woodbury systems of 1000^2,
-    would otherwise take hundreds of MB to GB). The 4 MiB default also keeps them cache-sized:
-    on a CPU it ran 1.7-3.5x faster than 256 MiB chunks on MNIST-sized layers; on a GPU a larger
-    value amortises kernel launches.
-    """
-    if damping <= 0:
-        raise ValueError(f"damping must be > 0 (F_i is singular when N < in+1); got {damping}")
-    r, n, fan_in = inputs.shape
-    n_out = grad_w.shape[1]
-    if solver == "auto":
-        solver = choose_solver(n, fan_in, n_out)
-    if solver not in ("cholesky", "woodbury"):
-        raise ValueError(f"unknown solver {solver!r}; use 'cholesky', 'woodbury' or 'auto'")
 
-    xt = _augment(inputs)
-    c = _variance(probs, clip) / n
-    g = torch.cat([grad_w.double(), grad_b.double().unsqueeze(-1)], dim=-1)  # (R, out, d)
-    if solver == "cholesky":
-        def solve(u: slice) -> Tensor:
-            return _solve_cholesky(xt, c[..., u], g[:, u], damping)
-    else:
-        gram = torch.bmm(xt, xt.transpose(1, 2))
-        xg = torch.bmm(xt, g.transpose(1, 2))  # X~ g_i for all units: (R, N, out)
+class PriorFisher:
+    """The damped Fisher of the factorial top prior with logits `bias` (R, n): exactly diagonal,
+    c = s(1 - s), so P(g) = g (1 + a) / (a + c). fit() at refresh time stores the (R, n) float64
+    scale (1 + a) / (a + c) (a copy: later in-place updates of the bias do not change it);
+    apply() multiplies any later gradient by it."""
 
-        def solve(u: slice) -> Tensor:
-            return _solve_woodbury(xt, gram, c[..., u], xg[..., u], g[:, u], damping)
+    def __init__(self, scale: Tensor, damping: float) -> None:
+        self._scale = scale
+        self.damping = float(damping)
 
-    chunk = _units_per_chunk(solver, r, n, fan_in + 1, max_bytes)
-    out = torch.empty_like(g)
-    for start in range(0, n_out, chunk):
-        units = slice(start, start + chunk)
-        out[:, units] = solve(units)
-    out.mul_(1.0 + damping)
-    return out[..., :-1].to(grad_w.dtype), out[..., -1].to(grad_b.dtype)
+    @classmethod
+    @torch.no_grad()
+    def fit(cls, bias: Tensor, damping: float, clip: float = 1e-6) -> "PriorFisher":
+        if damping < 0:
+            raise ValueError(f"damping must be >= 0; got {damping}")
+        c = _variance(torch.sigmoid(bias.double()), clip)
+        return cls((1.0 + damping) / (damping + c), damping)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._scale.shape)
+
+    @torch.no_grad()
+    def apply(self, grad_b: Tensor) -> Tensor:
+        """P(g) for grad_b of the fitted shape; same dtype and device as grad_b."""
+        if tuple(grad_b.shape) != self.shape:
+            raise ValueError(f"fitted for gradients {self.shape}; got {tuple(grad_b.shape)}")
+        g = grad_b.to(device=self._scale.device, dtype=torch.float64)
+        return (g * self._scale).to(grad_b)
 
 
 @torch.no_grad()
 def precondition_prior(grad_b: Tensor, bias: Tensor, damping: float, clip: float = 1e-6) -> Tensor:
-    """Damped natural gradient of the factorial top prior with logits `bias` (R, n): its Fisher is
-    exactly diagonal, c = s(1 - s), so P(g) = g (1 + a) / (a + c). Same shape and dtype as grad_b."""
-    c = _variance(torch.sigmoid(bias.double()), clip)
-    return (grad_b.double() * (1.0 + damping) / (damping + c)).to(grad_b.dtype)
+    """Damped natural gradient of the factorial top prior, one-shot:
+    `PriorFisher.fit(bias, damping, clip).apply(grad_b)`. Same shape and dtype as grad_b."""
+    return PriorFisher.fit(bias, damping, clip).apply(grad_b)

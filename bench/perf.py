@@ -85,6 +85,37 @@ def replicas(device: torch.device) -> list[str]:
 
 
 @benchmark
+def nrws_step(device: torch.device) -> list[str]:
+    """One NRWS (and NBiHM) step relative to one RWS (BiHM) step with the same phases, on the
+    authors' MNIST setup: SBN 784-200-100-10, B=32, K=5, one replica. The Fisher is refit every
+    `fisher_every` steps (the authors' k_step_update in {0, 5, 10}); the time per step is averaged
+    over a whole refresh period, so the factorization is amortized."""
+    layers, b = [784, 200, 100, 10], 32
+    x = _binary_batch(1, b, 784, device)
+    common = dict(k=5, lr=0.02, optimizer="sgd")
+    rws = dict(common, q_updates="wake+sleep", sleep_every=0, q_baseline=True)
+
+    def per_step(name: str, hparams: dict, period: int) -> float:
+        method = get_method(name)(HelmholtzMachine(layers, [0]).to(device), **hparams)
+
+        def run() -> None:
+            for _ in range(period):
+                method.step(x)
+
+        return timed(run, device, repeats=3) / period
+
+    lines = [f"SBN {'-'.join(map(str, layers))}, B={b}, K=5, R=1, float32 model, float64 Fisher solves"]
+    base = {"rws": per_step("rws", rws, 10), "bihm": per_step("bihm", common, 10)}
+    lines.append(f"  RWS  step {base['rws'] * 1e3:8.2f} ms;  BiHM step {base['bihm'] * 1e3:8.2f} ms")
+    for every in (1, 5, 10):
+        for natural, plain, hp in (("nrws", "rws", rws), ("nbihm", "bihm", common)):
+            t = per_step(natural, dict(hp, damping=0.01, fisher_every=every, clip=1e-3), max(every, 1) * 2)
+            lines.append(f"  {natural.upper():5s} fisher_every={every:2d}: {t * 1e3:8.2f} ms per step = "
+                         f"{t / base[plain]:5.2f}x {plain.upper()}")
+    return lines
+
+
+@benchmark
 def is_eval(device: torch.device) -> list[str]:
     """Cost of the K=5000 importance-sampled test log-likelihood per test example (IWAE protocol),
     SBN 784-200-200-10, one replica, on a 100-example slice; extrapolated to the 10k test set."""
@@ -98,27 +129,30 @@ def is_eval(device: torch.device) -> list[str]:
     ]
 
 
-def _discover() -> None:
+def _discover() -> dict[str, Callable[[torch.device], list[str]]]:
+    """Import every bench/perf_<topic>.py and return the registry they filled: that of the module
+    `bench.perf`, which under `python -m bench.perf` is not this __main__ module's BENCHMARKS."""
     import bench
 
     for info in pkgutil.iter_modules(bench.__path__):
         if info.name.startswith("perf_"):
             importlib.import_module(f"bench.{info.name}")
+    return importlib.import_module("bench.perf").BENCHMARKS
 
 
 def main(argv: list[str] | None = None) -> int:
-    _discover()
+    benchmarks = _discover()
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", choices=[[], *BENCHMARKS], default=[], help="default: all")
+    parser.add_argument("names", nargs="*", choices=[[], *benchmarks], default=[], help="default: all")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="results/perf")
     args = parser.parse_args(argv)
     device = devices.resolve(args.device)
     header = (f"device: {results.device_name(str(device))}; torch {torch.__version__}; "
               f"commit {results.git_state()['commit']}")
-    for name in args.names or list(BENCHMARKS):
-        lines = [header, *BENCHMARKS[name](device)]
+    for name in args.names or list(benchmarks):
+        lines = [header, *benchmarks[name](device)]
         text = "\n".join(lines) + "\n"
         print(f"== {name}\n{text}", flush=True)
         out = Path(args.out) / f"{name}-{device.type}.txt"

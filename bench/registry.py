@@ -33,9 +33,11 @@ class Method:
     defaults: ClassVar[dict[str, Any]]
 
     def __init__(self, model: nn.Module, **hparams: Any):
+        """hparams override the registered defaults (the harness has already checked their keys
+        with `resolve_hparams`); each becomes an attribute, e.g. self.lr."""
         self.model = model
-        self.hparams = hparams
-        for key, value in hparams.items():
+        self.hparams = {**self.defaults, **hparams}
+        for key, value in self.hparams.items():
             setattr(self, key, value)
 
     def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:

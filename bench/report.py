@@ -48,8 +48,8 @@ def _headline(outcome: dict[str, Any], rule: str) -> str:
     if rule in ("better", "ordering"):
         return "; ".join(f"Δ {n['diff']:+.2f} [{n['lo']:+.2f}, {n['hi']:+.2f}]" for n in nums)
     if rule == "faster_to_target":
-        n = nums[0]
-        return "never reached" if n.get("ratio") is None else f"{n['x']} ratio {n['ratio']:.2f} [{n['lo']:.2f}, {n['hi']:.2f}]"
+        return "; ".join("target missed" if n.get("ratio") is None else
+                         f"{n['x']} ratio {n['ratio']:.2f} [{n['lo']:.2f}, {n['hi']:.2f}]" for n in nums)
     return f"{nums[0]['mean']:.2f}"
 
 
@@ -97,6 +97,7 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
         "runs": {label: spec.run_id for label, spec in plan.runs.items()},
         "settings": {k: v for k, v in settings.to_dict().items() if k not in ("method", "hparams")},
         "hparams": {label: spec.hparams for label, spec in plan.runs.items()},
+        "models": {label: spec.model for label, spec in plan.runs.items()},
         "devices": sorted({m["device"] for m in metas.values()}),
         "commits": sorted({str(m["git"]["commit"]) + ("+dirty" if m["git"]["dirty"] else "") for m in metas.values()}),
     })
@@ -191,6 +192,9 @@ def write_report(root: Path, profile: str, claims: dict[str, Claim] | None = Non
                           f"Devices: {', '.join(o['devices'])}; commits: {', '.join(o['commits'])}.", "",
                           _method_markdown(o), "",
                           "Hyper-parameters: " + "; ".join(f"{k}: `{json.dumps(v)}`" for k, v in o["hparams"].items()), ""]
+                models = o.get("models", {})
+                if len({json.dumps(m, sort_keys=True) for m in models.values()}) > 1:  # per-label model variants
+                    lines += ["Models: " + "; ".join(f"{k}: `{json.dumps(v)}`" for k, v in models.items()), ""]
             lines += [f"![{claim.id} ({p})]({rel}{o['figure']})", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     results.atomic_write(out, lambda p: p.write_text("\n".join(lines)))

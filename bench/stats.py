@@ -8,12 +8,17 @@ Rules (all on the claim's metric, higher is better unless the claim says otherwi
 * ``better`` -- for each pair (a, b): reproduced when mean(a) - mean(b) > margin and the 95%
   bootstrap CI of the difference excludes 0; not reproduced when the CI lies below the margin.
 * ``ordering`` -- ``better`` on each adjacent pair of the listed order.
-* ``faster_to_target`` -- target = b's best curve value (mean over seeds) minus a tolerance;
-  per seed, the first x (epochs or train seconds) at which each method's curve reaches it;
-  reproduced when a reaches it in every seed and the CI of mean(x_a)/mean(x_b) lies below 1;
-  not reproduced when a misses it in most seeds or the CI lies at or above 1.
+* ``faster_to_target`` -- for each pair (a, b): target = b's best curve value (mean over seeds)
+  minus a tolerance; per seed, the first x (epochs, updates or train seconds) at which each
+  method's curve reaches it; reproduced when a reaches it in every seed and the CI of
+  mean(x_a)/mean(x_b) lies below 1; not reproduced when a misses it in most seeds or the CI lies
+  at or above 1.
 * ``within_paper`` -- |ours - paper| <= tolerance against a number read in a primary source,
   at the paper profile only (a quick profile never claims a paper's number).
+* ``threshold`` -- one method's metric lies beyond a value the claim states (not a paper's
+  number; e.g. "the amortization gap is more than half the inference gap"): reproduced when the
+  mean is beyond it and the 95% bootstrap CI excludes it; not reproduced when the CI lies on the
+  other side; direction from the metric's higher_is_better.
 """
 
 from __future__ import annotations
@@ -138,26 +143,31 @@ def _first_reach(curve: pd.DataFrame, label: str, target: float, x: str, sign: f
     return np.array(xs), np.array(hit, dtype=bool)
 
 
-def _faster(curves: pd.DataFrame, v: dict[str, Any], metric: dict[str, Any], sign: float) -> tuple[str, str, list]:
+def _faster_pair(curve: pd.DataFrame, a: str, b: str, v: dict[str, Any], sign: float) -> tuple[str, str, dict]:
     """A seed of b that never reaches the target counts with its whole budget (a lower bound on its
     time to target, which favours b); a seed of a that never reaches it counts as a miss."""
-    a, b, x = v["a"], v["b"], v.get("x", "epoch")
-    curve = curve_rows(curves, v.get("split", "valid"), metric["name"])
+    x = v.get("x", "epoch")
     best_b = curve[curve.label == b].groupby("seed").value.agg("max" if sign > 0 else "min").mean()
     target = best_b - sign * v.get("tolerance", 0.0)
     xa, hit_a = _first_reach(curve, a, target, x, sign)
     xb, _ = _first_reach(curve, b, target, x, sign)
     if min(len(xa), len(xb)) < MIN_SEEDS:
-        return "inconclusive", f"fewer than {MIN_SEEDS} finished seeds", []
-    unit = "s" if x == "train_seconds" else "epochs"
-    detail = f"target {target:.2f} ({b}'s best − {v.get('tolerance', 0.0):g}); {a} reaches it in {hit_a.sum()}/{len(xa)} seeds"
+        return "inconclusive", f"{a} vs {b}: fewer than {MIN_SEEDS} finished seeds", {}
+    unit = {"train_seconds": "s", "epoch": "epochs", "step": "updates"}.get(x, x)
+    detail = f"{a} vs {b}: target {target:.2f} ({b}'s best − {v.get('tolerance', 0.0):g}), reached by {a} in {hit_a.sum()}/{len(xa)} seeds"
     if hit_a.sum() * 2 < len(xa):
-        return "not reproduced", detail, [{"a": a, "b": b, "x": x, "ratio": None}]
+        return "not reproduced", detail, {"a": a, "b": b, "x": x, "ratio": None}
     ratio, lo, hi = bootstrap_two(xa[hit_a], xb, np.divide)
-    detail += (f"; mean {x} to target: {a} {xa[hit_a].mean():.3g} {unit}, {b} {xb.mean():.3g} {unit}; "
-               f"ratio {ratio:.2f} [{lo:.2f}, {hi:.2f}]")
+    detail += f", {xa[hit_a].mean():.3g} vs {xb.mean():.3g} {unit}, ratio {ratio:.2f} [{lo:.2f}, {hi:.2f}]"
     decision = "reproduced" if hit_a.all() and hi < 1 else "not reproduced" if lo >= 1 else "inconclusive"
-    return decision, detail, [{"a": a, "b": b, "x": x, "ratio": ratio, "lo": lo, "hi": hi}]
+    return decision, detail, {"a": a, "b": b, "x": x, "ratio": ratio, "lo": lo, "hi": hi}
+
+
+def _faster(curves: pd.DataFrame, v: dict[str, Any], metric: dict[str, Any], sign: float) -> tuple[str, str, list]:
+    curve = curve_rows(curves, v.get("split", metric["split"]), metric["name"])
+    outcomes = [_faster_pair(curve, a, b, v, sign) for a, b in v["pairs"]]
+    return (_combine([o[0] for o in outcomes]), "; ".join(o[1] for o in outcomes),
+            [o[2] for o in outcomes if o[2]])
 
 
 def _within(finals: pd.DataFrame, v: dict[str, Any], paper_numbers: list[dict], profile: str) -> tuple[str, str, list]:
@@ -169,6 +179,19 @@ def _within(finals: pd.DataFrame, v: dict[str, Any], paper_numbers: list[dict], 
     decision = ("reproduced" if abs(mean - ref["value"]) <= tol else
                 "not reproduced" if (lo > ref["value"] + tol or hi < ref["value"] - tol) else "inconclusive")
     return decision, f"ours {mean:.2f} [{lo:.2f}, {hi:.2f}] vs paper {ref['value']} ± {tol}", [{"mean": mean, "paper": ref["value"]}]
+
+
+def _threshold(finals: pd.DataFrame, v: dict[str, Any], sign: float) -> tuple[str, str, list]:
+    values = finals[finals.label == v["method"]].value.to_numpy()
+    if len(values) < MIN_SEEDS:
+        return "inconclusive", f"{v['method']}: fewer than {MIN_SEEDS} finished seeds", []
+    mean, lo, hi = bootstrap_ci(values)
+    beyond = sign * (np.array([mean, lo, hi]) - v["value"])
+    decision = ("reproduced" if beyond[0] > 0 and beyond[1:].min() > 0 else
+                "not reproduced" if beyond[1:].max() < 0 else "inconclusive")
+    side = ">" if sign > 0 else "<"
+    return decision, f"{v['method']}: {mean:.3g} [{lo:.3g}, {hi:.3g}] vs required {side} {v['value']:g}", \
+        [{"mean": mean, "lo": lo, "hi": hi, "value": v["value"]}]
 
 
 def verdict(curves: pd.DataFrame, rule: dict[str, Any], metric: dict[str, Any], paper_numbers: list[dict],
@@ -185,6 +208,8 @@ def verdict(curves: pd.DataFrame, rule: dict[str, Any], metric: dict[str, Any], 
                                             rule.get("margin", 0.0), sign)
     elif name == "faster_to_target":
         decision, detail, numbers = _faster(curves, rule, metric, sign)
+    elif name == "threshold":
+        decision, detail, numbers = _threshold(finals, rule, sign)
     else:
         decision, detail, numbers = _within(finals, rule, paper_numbers, profile)
     return {"verdict": decision, "detail": detail, "numbers": numbers}

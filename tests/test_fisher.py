@@ -8,7 +8,14 @@ import itertools
 import pytest
 import torch
 
-from bench.fisher import choose_solver, fisher_blocks, precondition_layer, precondition_prior
+from bench.fisher import (
+    LayerFisher,
+    PriorFisher,
+    choose_solver,
+    fisher_blocks,
+    precondition_layer,
+    precondition_prior,
+)
 from bench.models.helmholtz import HelmholtzMachine
 from bench.models.sbn import BernoulliPrior, SBNLayer
 
@@ -213,3 +220,133 @@ def test_rejects_bad_arguments():
         precondition_layer(grad_w, grad_b, x, probs, 0.0)
     with pytest.raises(ValueError, match="solver"):
         precondition_layer(grad_w, grad_b, x, probs, 0.1, solver="qr")
+
+
+# ------------------------------------------------------------------------------------------------
+# fit / apply: the Fisher is factored once and reused for later gradients.
+def _dense_natural(grad_w, grad_b, x, probs, damping, clip=1e-6):
+    """(1 + a)(F + aI)^{-1} g with F = blockdiag(fisher_blocks(x, probs)), by dense linalg.solve."""
+    full = _block_diag(fisher_blocks(x, probs, clip))
+    eye = torch.eye(full.shape[-1], dtype=torch.float64)
+    return (1 + damping) * torch.linalg.solve(full + damping * eye, _unit_major(grad_w, grad_b))
+
+
+def _held_tensors(fisher) -> list[torch.Tensor]:
+    return [t for v in vars(fisher).values() for t in (v if isinstance(v, list) else [v])
+            if isinstance(t, torch.Tensor)]
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "woodbury"])
+@pytest.mark.parametrize(("n_in", "n_out", "n"), [(7, 5, 4), (3, 5, 9)])  # N < in+1 and N > in+1
+def test_fit_then_apply_equals_dense_solve_and_precondition_layer(solver, n_in, n_out, n):
+    grad_w, grad_b, x, probs = _random_problem(n_in, n_out, n, seed=13)
+    expected = _dense_natural(grad_w, grad_b, x, probs, 0.03)
+    one_shot = precondition_layer(grad_w, grad_b, x, probs, 0.03, solver)
+    d = n_in + 1
+    two_units = 8 * 2 * 2 * (2 * d * d + n * d if solver == "cholesky" else 2 * n * n)  # R = 2, 8 B
+    for max_bytes in (None, 2**28, 1, two_units):  # default, all units, 1 and 2 units a chunk
+        fisher = LayerFisher.fit(x, probs, 0.03, solver, max_bytes=max_bytes)
+        assert fisher.solver == solver and fisher.shape == (2, n_out, n_in)
+        nat_w, nat_b = fisher.apply(grad_w, grad_b)
+        assert torch.allclose(_unit_major(nat_w, nat_b), expected, rtol=1e-9, atol=ATOL), max_bytes
+        assert torch.allclose(nat_w, one_shot[0], rtol=1e-10, atol=ATOL), max_bytes
+        assert torch.allclose(nat_b, one_shot[1], rtol=1e-10, atol=ATOL), max_bytes
+    assert len(LayerFisher.fit(x, probs, 0.03, solver, max_bytes=1)._factors) == n_out  # chunks happen
+    chunked = LayerFisher.fit(x, probs, 0.03, solver, max_bytes=two_units)
+    assert [f.shape[1] for f in chunked._factors] == [2, 2, 1]
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "woodbury"])
+def test_fitted_fisher_is_frozen_at_the_fit_samples(solver):
+    """Fit on samples A, then the samples are overwritten in place by B (as a training loop does)
+    and a new gradient arrives: apply must still use F_A, not F_B."""
+    _, _, x_a, probs_a = _random_problem(6, 4, 5, seed=21)
+    grad_w, grad_b, x_b, probs_b = _random_problem(6, 4, 5, seed=22)
+    expected_a = _dense_natural(grad_w, grad_b, x_a, probs_a, 0.02)
+    expected_b = _dense_natural(grad_w, grad_b, x_b, probs_b, 0.02)
+    assert not torch.allclose(expected_a, expected_b, rtol=1e-3)  # the check below can fail
+
+    fisher = LayerFisher.fit(x_a, probs_a, 0.02, solver)
+    x_a.copy_(x_b)
+    probs_a.copy_(probs_b)
+    nat_w, nat_b = fisher.apply(grad_w, grad_b)
+    assert torch.allclose(_unit_major(nat_w, nat_b), expected_a, rtol=1e-9, atol=ATOL)
+    refit_w, refit_b = LayerFisher.fit(x_a, probs_a, 0.02, solver).apply(grad_w, grad_b)
+    assert torch.allclose(_unit_major(refit_w, refit_b), expected_b, rtol=1e-9, atol=ATOL)
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "woodbury"])
+def test_apply_mutates_neither_the_factors_nor_the_gradient(solver):
+    grad_w, grad_b, x, probs = _random_problem(5, 6, 4, seed=31)
+    fisher = LayerFisher.fit(x, probs, 0.1, solver, max_bytes=1)
+    held = [t.clone() for t in _held_tensors(fisher)]
+    assert len(held) == (6 if solver == "cholesky" else 8)  # one factor per unit (+ X~, scalings)
+    gw, gb = grad_w.clone(), grad_b.clone()
+    first = fisher.apply(grad_w, grad_b)
+    second = fisher.apply(grad_w, grad_b)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert all(torch.equal(a, b) for a, b in zip(held, _held_tensors(fisher)))
+    assert torch.equal(grad_w, gw) and torch.equal(grad_b, gb)
+    # a different gradient after that is still exact
+    other = fisher.apply(2 * grad_w + 1, -grad_b)
+    expected = _dense_natural(2 * grad_w + 1, -grad_b, x, probs, 0.1)
+    assert torch.allclose(_unit_major(*other), expected, rtol=1e-9, atol=ATOL)
+
+
+def test_layer_fisher_float32_gradients_and_shape_checks():
+    grad_w, grad_b, x, probs = _random_problem(6, 4, 5, seed=41)
+    for solver in ("cholesky", "woodbury"):
+        fisher = LayerFisher.fit(x.float(), probs.float(), 0.1, solver)
+        nat_w, nat_b = fisher.apply(grad_w.float(), grad_b.float())
+        ref_w, ref_b = precondition_layer(grad_w, grad_b, x, probs, 0.1, solver)
+        assert nat_w.dtype == nat_b.dtype == torch.float32
+        assert torch.allclose(nat_w.double(), ref_w, rtol=1e-4, atol=1e-5)
+        assert torch.allclose(nat_b.double(), ref_b, rtol=1e-4, atol=1e-5)
+        with pytest.raises(ValueError, match="fitted"):
+            fisher.apply(grad_w[:, :3], grad_b[:, :3])
+        with pytest.raises(ValueError, match="fitted"):
+            fisher.apply(grad_w, grad_b[:1])
+    with pytest.raises(ValueError, match="probs"):
+        LayerFisher.fit(x, probs[:, :3], 0.1)
+
+
+def test_layer_fisher_memory_matches_docstring_formula():
+    """nbytes: R*out*d^2 doubles for cholesky; R*(out*N^2 + N*d + out*N) for woodbury."""
+    _, _, x, probs = _random_problem(6, 4, 5, seed=51)
+    r, n, d, k = 2, 5, 7, 4
+    assert LayerFisher.fit(x, probs, 0.1, "cholesky", max_bytes=1).nbytes == 8 * r * k * d * d
+    assert LayerFisher.fit(x, probs, 0.1, "woodbury").nbytes == 8 * r * (k * n * n + n * d + k * n)
+
+
+def test_prior_fisher_is_frozen_at_the_fit_bias_and_reusable():
+    g = torch.Generator().manual_seed(61)
+    bias = 2 * torch.randn(2, 5, generator=g, dtype=torch.float64)
+    bias_a = bias.clone()
+    bias_b = 2 * torch.randn(2, 5, generator=g, dtype=torch.float64)
+    grad1 = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    grad2 = torch.randn(2, 5, generator=g, dtype=torch.float64)
+
+    def dense(grad, bias, damping):
+        sigma = torch.sigmoid(bias)
+        eye = torch.eye(5, dtype=torch.float64)
+        full = torch.diag_embed(sigma * (1 - sigma))
+        return (1 + damping) * torch.linalg.solve(full + damping * eye, grad.unsqueeze(-1)).squeeze(-1)
+
+    assert not torch.allclose(dense(grad2, bias_a, 0.05), dense(grad2, bias_b, 0.05), rtol=1e-3)
+    fisher = PriorFisher.fit(bias, 0.05)
+    snapshot = [t.clone() for t in _held_tensors(fisher)]
+    first = fisher.apply(grad1)
+    assert torch.allclose(first, dense(grad1, bias_a, 0.05), rtol=1e-10, atol=ATOL)
+    assert torch.allclose(first, precondition_prior(grad1, bias_a, 0.05), rtol=1e-12, atol=ATOL)
+    bias.copy_(bias_b)  # the optimizer updates the bias in place after the refresh
+    second = fisher.apply(grad2)
+    assert torch.allclose(second, dense(grad2, bias_a, 0.05), rtol=1e-10, atol=ATOL)
+    assert torch.equal(fisher.apply(grad1), first)  # apply twice: same result, factors untouched
+    assert all(torch.equal(a, b) for a, b in zip(snapshot, _held_tensors(fisher))) and snapshot
+    assert torch.allclose(PriorFisher.fit(bias, 0.05).apply(grad2), dense(grad2, bias_b, 0.05), rtol=1e-10)
+    half = PriorFisher.fit(bias.float(), 0.05).apply(grad2.float())
+    assert half.dtype == torch.float32 and torch.allclose(half.double(), dense(grad2, bias_b, 0.05), rtol=1e-5)
+    with pytest.raises(ValueError, match="fitted"):
+        fisher.apply(grad2[:1])
+    with pytest.raises(ValueError, match="damping"):
+        PriorFisher.fit(bias, -0.1)

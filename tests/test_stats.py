@@ -59,9 +59,9 @@ def test_ordering_checks_every_adjacent_pair():
 def test_faster_to_target():
     # Both end near -90; A gets there by epoch 3, B only by epoch 10.
     c = _curves({"A": [-90, -90, -90], "B": [-90, -90.1, -89.9]}, reach={"A": 3, "B": 10})
-    rule = {"rule": "faster_to_target", "a": "A", "b": "B", "tolerance": 0.5, "x": "epoch", "split": "valid"}
+    rule = {"rule": "faster_to_target", "pairs": [["A", "B"]], "tolerance": 0.5, "x": "epoch", "split": "valid"}
     assert verdict(c, rule, METRIC, [], "quick")["verdict"] == "reproduced"
-    swapped = {**rule, "a": "B", "b": "A"}
+    swapped = {**rule, "pairs": [["B", "A"]]}
     assert verdict(c, swapped, METRIC, [], "quick")["verdict"] == "not reproduced"
 
 
