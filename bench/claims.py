@@ -83,6 +83,10 @@ class Claim:
         return self.spec.get("figure", {}).get("x", ["epoch", "train_seconds"])
 
     @property
+    def yscale(self) -> str:
+        return self.spec.get("figure", {}).get("yscale", "linear")
+
+    @property
     def paper_numbers(self) -> list[dict[str, Any]]:
         return self.spec.get("paper_numbers", [])
 
@@ -115,7 +119,9 @@ def _validate(spec: dict[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: method {cls.name!r} trains {cls.family!r} models, the claim's model is {family!r}")
         check_keys(f"{where}: model of {label!r}", entry.get("model", {}), model_keys(family))
         resolve_hparams(cls, {k: v for k, v in entry.items() if k not in ("method", "model")})
-    check_keys(f"{where}: figure", spec.get("figure", {}), {"x"})
+    check_keys(f"{where}: figure", spec.get("figure", {}), {"x", "yscale"})
+    if spec.get("figure", {}).get("yscale", "linear") not in ("linear", "log"):
+        raise ConfigError(f"{where}: figure yscale must be 'linear' or 'log'")
     for x in spec.get("figure", {}).get("x", []):
         if x not in X_AXES:
             raise ConfigError(f"{where}: figure x-axis {x!r}; use any of {sorted(X_AXES)}")

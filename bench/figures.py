@@ -40,7 +40,7 @@ AXIS_LABELS = {"epoch": "epochs", "step": "updates", "examples": "training examp
 
 
 def claim_figure(path: Path, curves: pd.DataFrame, claim_id: str, statement: str, metric: dict[str, Any],
-                 paper_numbers: list[dict[str, Any]], profile: str, x_axes: list[str]) -> None:
+                 paper_numbers: list[dict[str, Any]], profile: str, x_axes: list[str], yscale: str = "linear") -> None:
     """One panel per x-axis (by default epochs and train seconds), CI bands over seeds.
     The seeds of a run share the clock, so each point sits at the mean over seeds of its x."""
     rows = curve_rows(curves, metric["split"], metric["name"]).copy()
@@ -65,7 +65,9 @@ def claim_figure(path: Path, curves: pd.DataFrame, claim_id: str, statement: str
                          xy=(1.0, n["value"]), xycoords=("axes fraction", "data"), fontsize=7,
                          ha="right", va="bottom", color="dimgrey")
     trained = rows[rows.step > 0].value
-    if len(trained):  # frame the learning curves, not the untrained starting point
+    if yscale == "log":
+        axes[0].set_yscale("log")
+    elif len(trained):  # frame the learning curves, not the untrained starting point
         lo, hi = (trained.quantile(0.02), trained.max()) if metric["higher_is_better"] else (trained.min(), trained.quantile(0.98))
         for n in paper_numbers:
             lo, hi = min(lo, n["value"]), max(hi, n["value"])

@@ -89,7 +89,7 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
     out["table"].parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out["table"], index=False)
     figures.claim_figure(out["figure"], curves, claim.id, claim.spec["statement"], metric, claim.paper_numbers,
-                         profile, claim.x_axes)
+                         profile, claim.x_axes, claim.yscale)
     settings = plan.runs[next(iter(plan.runs))]
     return _write_json(out["json"], {
         **base, **outcome, "headline": _headline(outcome, base["rule"]),

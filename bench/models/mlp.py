@@ -1,0 +1,172 @@
+"""Fully connected networks with a replica axis: the deep autoencoders of Martens & Grosse (2015)
+and the classifiers of Benzing (2022), trained by the curvature methods in ``methods/``.
+
+``layers = [D_in, h_1, ..., D_out]``; layer l maps a_{l-1} (R, B, in) to the pre-activation
+s_l = a_{l-1} W_l^T + b_l (R, B, out) with W_l (R, out, in), b_l (R, out), and a_l = phi_l(s_l).
+The last pre-activation is the output z, read by the loss through its canonical link:
+
+* ``bernoulli``: -log p(t | z) = sum_d softplus(z_d) - t_d z_d (sigmoid outputs, cross-entropy),
+* ``gaussian``:  0.5 ||z - t||^2 (linear outputs, unit variance),
+* ``categorical``: -log softmax(z)_t (classifiers; t is the label).
+
+Autoencoders (bernoulli/gaussian) reconstruct their input (t = x); classifiers read the labels.
+The training objective is h(theta) = mean_n -log p(t_n | x_n) + l2/2 ||theta||^2 (biases decayed
+too, as in Martens' nnet_train_2.m). Replicas never share parameters: every product is a bmm.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bench.models import register_family
+from bench.models.sbn import replica_generators
+
+ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "linear": lambda s: s}
+LOSSES = ("bernoulli", "gaussian", "categorical")
+INITS = ("sparse", "kaiming")
+SPARSE_FAN_IN = 15  # Martens (2010) sparse init: 15 non-zero incoming weights per unit
+EVAL_CHUNK = 2000
+
+
+def _init_weight(n_in: int, n_out: int, init: str, g: torch.Generator) -> Tensor:
+    """'sparse': each unit gets min(15, n_in) incoming weights ~ N(0, 1), the rest 0 (Martens 2010,
+    the K-FAC code's default); 'kaiming': N(0, 2 / n_in) (PyTorch's kaiming_normal_ for ReLU,
+    Benzing's SimpleFCNet)."""
+    if init == "kaiming":
+        return torch.randn(n_out, n_in, generator=g) * math.sqrt(2.0 / n_in)
+    w = torch.zeros(n_out, n_in)
+    k = min(SPARSE_FAN_IN, n_in)
+    for i in range(n_out):
+        w[i, torch.randperm(n_in, generator=g)[:k]] = torch.randn(k, generator=g)
+    return w
+
+
+@register_family("mlp")
+class MLP(nn.Module):
+    """An MLP per replica. `activations` names the hidden units, one for all or one per hidden layer
+    (sigmoid, tanh, relu, linear); `loss` fixes the output distribution (bernoulli, gaussian,
+    categorical); `bias` adds biases (Benzing's nets have none); `l2` is the weight cost."""
+
+    def __init__(self, layers: list[int], seeds: list[int], activations: str | list[str] = "sigmoid",
+                 loss: str = "bernoulli", bias: bool = True, init: str = "sparse", l2: float = 0.0):
+        super().__init__()
+        hidden = len(layers) - 2
+        acts = [activations] * hidden if isinstance(activations, str) else list(activations)
+        if len(acts) != hidden or any(a not in ACTIVATIONS for a in acts):
+            raise ValueError(f"activations must be one of {sorted(ACTIVATIONS)} or a list of {hidden} of them; got {activations}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss {loss!r}; use one of {LOSSES}")
+        if init not in INITS:
+            raise ValueError(f"init {init!r}; use one of {INITS}")
+        self.layers, self.activations, self.loss, self.l2 = list(layers), acts + ["linear"], loss, float(l2)
+        self.replicas = len(seeds)
+        gens = replica_generators(seeds)
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.stack([_init_weight(layers[i], layers[i + 1], init, g) for g in gens]))
+            for i in range(len(layers) - 1)
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.zeros(len(seeds), n)) for n in layers[1:]
+        ) if bias else None
+
+    @property
+    def has_bias(self) -> bool:
+        return self.biases is not None
+
+    def layer_params(self) -> list[list[nn.Parameter]]:
+        """Per layer: [W_l] or [W_l, b_l], the blocks the curvature methods precondition."""
+        if self.biases is None:
+            return [[w] for w in self.weights]
+        return [[w, b] for w, b in zip(self.weights, self.biases)]
+
+    # ----------------------------------------------------------------- forward
+    def forward_layers(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Layer inputs a_{l-1} (R, B, in) and pre-activations s_l (R, B, out), in the graph;
+        the last pre-activation is the output z."""
+        inputs, pre = [], []
+        a = x
+        for i, (w, act) in enumerate(zip(self.weights, self.activations)):
+            inputs.append(a)
+            s = torch.bmm(a, w.transpose(1, 2))
+            if self.biases is not None:
+                s = s + self.biases[i].unsqueeze(1)
+            pre.append(s)
+            a = ACTIVATIONS[act](s)
+        return inputs, pre
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_layers(x)[1][-1]
+
+    # ----------------------------------------------------------------- output distribution
+    def target(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """What the output predicts: the labels for classifiers, the input for autoencoders."""
+        if self.loss == "categorical":
+            if y is None:
+                raise ValueError("a classifier needs labels: set `labels: true` in the claim")
+            return y
+        return x
+
+    def nll(self, z: Tensor, t: Tensor) -> Tensor:
+        """-log p(t | z) per example, summed over output units: (R, B)."""
+        if self.loss == "bernoulli":
+            return (F.softplus(z) - t * z).sum(-1)
+        if self.loss == "gaussian":
+            return 0.5 * (z - t).square().sum(-1)
+        return F.cross_entropy(z.transpose(1, 2), t, reduction="none")
+
+    def sample(self, z: Tensor) -> Tensor:
+        """t ~ p(t | z), the model's predictive: the targets of the true (sampled-label) Fisher.
+        Written so that NaN logits give NaN losses downstream rather than an exception."""
+        if self.loss == "bernoulli":
+            return (torch.rand_like(z) < torch.sigmoid(z)).to(z.dtype)
+        if self.loss == "gaussian":
+            return z + torch.randn_like(z)
+        gumbel = -torch.log(-torch.log(torch.rand_like(z)))  # Gumbel-max: no error on NaN logits,
+        return (z + gumbel).argmax(-1)  # so the loop records a diverged replica instead of crashing
+
+    def output_metric(self, z: Tensor, u: Tensor, v: Tensor) -> Tensor:
+        """u^T H v per example, H = d^2(-log p(t|z))/dz^2 the loss Hessian in z (which does not
+        depend on t for these canonical links, so the GGN equals the Fisher): (R, B)."""
+        if self.loss == "gaussian":
+            return (u * v).sum(-1)
+        if self.loss == "bernoulli":
+            p = torch.sigmoid(z)
+            return (p * (1 - p) * u * v).sum(-1)
+        p = torch.softmax(z, -1)
+        return (p * u * v).sum(-1) - (p * u).sum(-1) * (p * v).sum(-1)
+
+    # ----------------------------------------------------------------- objective and metrics
+    def penalty(self) -> Tensor:
+        """l2/2 ||theta||^2 per replica: (R,)."""
+        return 0.5 * self.l2 * sum(p.square().flatten(1).sum(1) for p in self.parameters())
+
+    def objective(self, x: Tensor, y: Tensor | None = None, z: Tensor | None = None) -> Tensor:
+        """The training objective h per replica, (R,): mean -log p(t | x) plus the weight cost
+        (z: the output for x when a forward pass has already computed it)."""
+        z = self(x) if z is None else z
+        return self.nll(z, self.target(x, y)).mean(1) + self.penalty()
+
+    @torch.no_grad()
+    def metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        """Per-replica means over x (R, N, D): 'loss' = mean -log p(t | x) (nats per case, without
+        the weight cost) and 'error' = the papers' error: autoencoders, the squared reconstruction
+        error per case sum_d (E[t_d] - x_d)^2 (Martens & Grosse's errtype 'L2'); classifiers, the
+        misclassification rate."""
+        total = {"loss": 0.0, "error": 0.0}
+        n = x.shape[1]
+        for start in range(0, n, EVAL_CHUNK):
+            xs = x[:, start:start + EVAL_CHUNK]
+            t = self.target(xs, None if y is None else y[:, start:start + EVAL_CHUNK])
+            z = self(xs)
+            total["loss"] = total["loss"] + self.nll(z, t).sum(1)
+            if self.loss == "categorical":
+                err = (z.argmax(-1) != t).to(z.dtype).sum(1)
+            else:
+                mean = torch.sigmoid(z) if self.loss == "bernoulli" else z
+                err = (mean - t).square().sum(-1).sum(1)
+            total["error"] = total["error"] + err
+        return {k: v / n for k, v in total.items()}
