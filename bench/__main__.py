@@ -4,6 +4,7 @@
     python -m bench run --method rws --dataset binarized_mnist --layers 784,100,10 --epochs 2 --set k=5
     python -m bench new-method my_method
     python -m bench plan --profile quick
+    python -m bench plan --profile paper --claims nrws-final-ll --json   # specs for `run --spec`
     python -m bench verdict rws-beats-ws --profile quick
     python -m bench report --profile quick
     python -m bench fetch binarized_mnist
@@ -93,9 +94,16 @@ def cmd_new_method(args: argparse.Namespace) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
+    """Human-readable plan, or with --json one RunSpec per line for driving runs without Snakemake
+    (e.g. `... | xargs -P 4 -d '\\n' -n 1 python -m bench run --spec` on a machine without it)."""
     from bench.claims import plan_all
 
-    for plan in plan_all(args.profile):
+    plans = [plan for plan in plan_all(args.profile) if not args.claims or plan.claim.id in args.claims]
+    if args.json:
+        specs = {spec.run_id: spec for plan in plans for spec in plan.runs.values()}
+        print("\n".join(spec.to_json() for spec in specs.values()))
+        return
+    for plan in plans:
         print(f"{plan.claim.id}:" + (f" {plan.unavailable}" if plan.unavailable else ""))
         for label, spec in plan.runs.items():
             print(f"  {spec.run_id}  {label:24s} {spec.method} {json.dumps(spec.hparams)}")
@@ -153,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=helptext)
         s.add_argument("--profile", default="quick"), s.add_argument("--root", default=".")
         s.set_defaults(func=func)
+        if name == "plan":
+            s.add_argument("--claims", nargs="*", help="only these claim ids")
+            s.add_argument("--json", action="store_true", help="one RunSpec JSON per line, each run once")
     v = sub.add_parser("verdict", help="table, figure and verdict of one claim")
     v.add_argument("claim"), v.add_argument("--profile", default="quick"), v.add_argument("--root", default=".")
     v.set_defaults(func=cmd_verdict)

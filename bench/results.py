@@ -58,7 +58,8 @@ def read_run(out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 
 def git_state() -> dict[str, Any]:
-    """Commit and dirty flag of the project checkout (None outside a git checkout)."""
+    """Commit and dirty flag of the project checkout. A copy of the tree without .git (e.g. sent to a
+    GPU machine) names its commit in $CLAIMBENCH_COMMIT; otherwise both are None there."""
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
@@ -67,6 +68,8 @@ def git_state() -> dict[str, Any]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
+    if commit is None and os.environ.get("CLAIMBENCH_COMMIT"):
+        return {"commit": os.environ["CLAIMBENCH_COMMIT"], "dirty": False}
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 

@@ -110,6 +110,8 @@ def run(spec: RunSpec, out_dir: Path, device: str = "auto", threads: int | None 
     method_cls = get_method(spec.method)
     data = prepare_data(spec, dev)
     model = build_model(spec.model, list(spec.seeds)).to(dev)
+    if hasattr(model, "initialize_from_data"):  # data-dependent initialisation (e.g. IWAE's output bias)
+        model.initialize_from_data(data["train"][0])
     method = method_cls(model, **spec.hparams)
     x_train, y_train = data["train"]
     r, n_train = len(spec.seeds), x_train.shape[0]

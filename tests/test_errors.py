@@ -122,3 +122,23 @@ def test_grey_dataset_without_transform_is_a_config_error(tmp_path, data_dir):
                    batch_size=10, eval_splits=("all",), final_eval_splits=("all",))
     with pytest.raises(ConfigError, match="grey-scale: set transform"):
         train.run(spec, tmp_path / "run", progress=False)
+
+
+def test_plan_json_lists_each_run_once_as_a_runnable_spec(capsys):
+    from bench.__main__ import main
+
+    assert main(["plan", "--profile", "quick", "--claims", "nrws-final-ll", "nrws-less-time", "--json"]) == 0
+    specs = [RunSpec.from_json(line) for line in capsys.readouterr().out.splitlines()]
+    claim = load_claims()["nrws-final-ll"]
+    assert len(specs) == len(claim.spec["methods"]) == len({s.run_id for s in specs})
+    assert {s.profile for s in specs} == {"quick"}
+
+
+def test_commit_of_a_tree_copied_without_git_comes_from_the_environment(tmp_path, monkeypatch):
+    from bench import results
+
+    monkeypatch.setattr(results, "PROJECT_ROOT", tmp_path)
+    monkeypatch.delenv("CLAIMBENCH_COMMIT", raising=False)
+    assert results.git_state() == {"commit": None, "dirty": None}
+    monkeypatch.setenv("CLAIMBENCH_COMMIT", "abc123")
+    assert results.git_state() == {"commit": "abc123", "dirty": False}

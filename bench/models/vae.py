@@ -1,0 +1,325 @@
+"""Gaussian-latent variational autoencoders with a replica axis (Kingma & Welling 2014; Burda et al. 2016).
+
+``layers = [D, z1, ..., zL]`` lists the stochastic layers from the data side, ``hidden[i]`` the
+deterministic units (tanh; ELU for Cremer et al.) between layer i and layer i+1, as in IWAE's
+``experiments.py``:
+one stochastic layer is ``layers=[784, 50], hidden=[[200, 200]]``; two are
+``layers=[784, 100, 50], hidden=[[200, 200], [100, 100]]`` (q 784-[200,200]-100 then
+100-[100,100]-50; p mirrors it: 50-[100,100]-100 then 100-[200,200]-784). AEVB's net is
+``layers=[784, 20], hidden=[[500]]``.
+
+* q(z1 | x) q(z2 | z1) ... are diagonal Gaussians whose mean and log sigma are linear heads on an MLP
+  (IWAE's ``GaussianSampler``: sigma = exp(linear)); p(zL) = N(0, I), p(z_i | z_{i+1}) the same kind
+  of layer, and p(x | z1) Bernoulli (binary data) or Gaussian (Frey faces, see ``DataLayer``).
+* Every parameter has a leading replica axis R (``ReplicaLinear``: weight (R, out, in)); latents are
+  laid out (R, K, B, d): K samples of each of B examples, for every replica. Replicas never mix.
+
+``GaussianLatentModel`` holds what VAEs and the DLGM (``bench/models/dlgm.py``) share: the
+importance log-weights the harness's IS estimator reads, the analytic-KL ELBO, sampling from p for
+wake-sleep, and the evaluation metrics (ELBO, IWAE's active units).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributions import Normal, kl_divergence
+
+from bench.analysis import active_units
+from bench.models import register_family
+from bench.models.sbn import bernoulli_log_prob, replica_generators
+
+ACTIVATIONS = {"tanh": torch.tanh, "elu": F.elu}
+INITS = ("glorot_uniform", "normal")
+LIKELIHOODS = ("bernoulli", "gaussian")
+# Frey faces: a learned decoder variance can collapse onto training pixels and send the bound to
+# +inf (CLAIMS.md section 4 pitfalls); log sigma^2 is clamped at -10: sigma >= 0.0067, under two grey
+# levels, and well below the sigma ~0.02 per pixel that AEVB's Frey bounds of ~1600 nats imply.
+MIN_LOG_VAR = -10.0
+ELBO_DRAWS = 10  # samples per example for the reported ELBO metric
+EVAL_CHUNK = 1000  # examples per chunk of the ELBO metric (bounds memory at the paper's 10k test images)
+
+
+class ReplicaLinear(nn.Module):
+    """y = x W^T + b per replica; x (R, ..., in) -> (R, ..., out). weight (R, out, in), bias (R, out).
+
+    init 'glorot_uniform': U(+-sqrt(6 / (in + out))), biases 0 (IWAE's nnet.py);
+    init 'normal': N(0, 0.01^2) for weights and biases (AEVB, Sec. 5: "initialized by random
+    sampling from N(0, 0.01)", read as a standard deviation of 0.01)."""
+
+    def __init__(self, n_in: int, n_out: int, gens: list[torch.Generator], init: str):
+        super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init {init!r}; use one of {INITS}")
+        if init == "glorot_uniform":
+            a = math.sqrt(6.0 / (n_in + n_out))
+            w = [a * (2 * torch.rand(n_out, n_in, generator=g) - 1) for g in gens]
+            b = [torch.zeros(n_out) for _ in gens]
+        else:
+            w = [0.01 * torch.randn(n_out, n_in, generator=g) for g in gens]
+            b = [0.01 * torch.randn(n_out, generator=g) for g in gens]
+        self.weight = nn.Parameter(torch.stack(w))
+        self.bias = nn.Parameter(torch.stack(b))
+
+    def forward(self, x: Tensor) -> Tensor:
+        r, n_in = x.shape[0], x.shape[-1]
+        flat = x.reshape(r, -1, n_in)
+        out = torch.baddbmm(self.bias.unsqueeze(1), flat, self.weight.transpose(1, 2))
+        return out.view(*x.shape[:-1], -1)
+
+
+class MLP(nn.Module):
+    """sizes[0] -> sizes[1] -> ... with the activation after every layer (the deterministic
+    trunk of a stochastic layer; heads are added by the caller)."""
+
+    def __init__(self, sizes: list[int], gens: list[torch.Generator], init: str, activation: str):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r}; use one of {sorted(ACTIVATIONS)}")
+        self.act = ACTIVATIONS[activation]
+        self.linears = nn.ModuleList(ReplicaLinear(a, b, gens, init) for a, b in zip(sizes, sizes[1:]))
+        self.n_out = sizes[-1]
+
+    def forward(self, h: Tensor) -> Tensor:
+        for linear in self.linears:
+            h = self.act(linear(h))
+        return h
+
+
+class GaussianLayer(nn.Module):
+    """A diagonal Gaussian over n_out units given n_in: mean and log sigma are linear heads on an
+    MLP (IWAE's GaussianSampler), so sigma = exp(linear)."""
+
+    def __init__(self, n_in: int, hidden: list[int], n_out: int, gens: list[torch.Generator], init: str,
+                 activation: str):
+        super().__init__()
+        self.trunk = MLP([n_in, *hidden], gens, init, activation)
+        self.mean = ReplicaLinear(self.trunk.n_out, n_out, gens, init)
+        self.log_sigma = ReplicaLinear(self.trunk.n_out, n_out, gens, init)
+
+    def forward(self, h: Tensor) -> Normal:
+        f = self.trunk(h)
+        return Normal(self.mean(f), self.log_sigma(f).exp(), validate_args=False)
+
+
+def rsample(q: Normal, k: int) -> Tensor:
+    """k reparameterised samples per row of a (R, B, d) Gaussian: (R, K, B, d)."""
+    eps = torch.randn(q.loc.shape[0], k, *q.loc.shape[1:], dtype=q.loc.dtype, device=q.loc.device)
+    return q.loc.unsqueeze(1) + q.scale.unsqueeze(1) * eps
+
+
+class DataLayer(nn.Module):
+    """p(x | h) for x (R, B, D) and h (R, K, B, d): an MLP, then
+
+    * 'bernoulli': logits = linear head;
+    * 'gaussian': mean = sigmoid(linear head) (AEVB appendix C.2 passes the Frey decoder mean
+      through a sigmoid) and log sigma^2 = linear head, clamped at MIN_LOG_VAR."""
+
+    def __init__(self, n_in: int, hidden: list[int], n_out: int, gens: list[torch.Generator], init: str,
+                 activation: str, likelihood: str):
+        super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood {likelihood!r}; use one of {LIKELIHOODS}")
+        self.likelihood = likelihood
+        self.trunk = MLP([n_in, *hidden], gens, init, activation)
+        self.head = ReplicaLinear(self.trunk.n_out, n_out, gens, init)
+        if likelihood == "gaussian":
+            self.log_var = ReplicaLinear(self.trunk.n_out, n_out, gens, init)
+
+    def _params(self, h: Tensor) -> tuple[Tensor, Tensor | None]:
+        f = self.trunk(h)
+        if self.likelihood == "bernoulli":
+            return self.head(f), None
+        return torch.sigmoid(self.head(f)), self.log_var(f).clamp(min=MIN_LOG_VAR)
+
+    def log_prob(self, x: Tensor, h: Tensor) -> Tensor:
+        """log p(x | h) summed over pixels: (R, K, B)."""
+        a, log_var = self._params(h)
+        x = x.unsqueeze(1)
+        if log_var is None:
+            return bernoulli_log_prob(x.expand_as(a), a)
+        return -0.5 * ((x - a).square() / log_var.exp() + log_var + math.log(2 * math.pi)).sum(-1)
+
+    def sample(self, h: Tensor) -> Tensor:
+        """x ~ p(x | h), (R, K, B, D)."""
+        a, log_var = self._params(h)
+        if log_var is None:
+            return (torch.rand_like(a) < torch.sigmoid(a)).to(a.dtype)
+        return a + (0.5 * log_var).exp() * torch.randn_like(a)
+
+
+OUTPUT_BIASES = ("zero", "data_mean")
+
+
+def check_output_bias(output_bias: str) -> str:
+    if output_bias not in OUTPUT_BIASES:
+        raise ValueError(f"output_bias {output_bias!r}; use one of {OUTPUT_BIASES}")
+    return output_bias
+
+
+class GaussianLatentModel(nn.Module):
+    """What VAEs and DLGMs share. Subclasses define the latent structure:
+
+    * ``sample_q(x, k)`` -> (latents [(R, K, B, d_i)], log q (R, K, B)), reparameterised;
+    * ``log_q(x, zs)`` -> log q(zs | x) (R, K, B), for given latents (wake-sleep's sleep phase);
+    * ``log_prior(zs)`` -> log p(zs) (R, K, B), and ``decoder_input(zs)``, what p(x | .) reads;
+    * ``sample_prior(n)`` -> latents [(R, 1, n, d_i)] ~ p;
+    * ``posterior_means(x)`` -> per stochastic layer, the means IWAE's active-unit count reads;
+    * ``kl(x)`` -> KL(q(. | x) || p) (R, B) in closed form, where the structure allows it.
+    """
+
+    data: DataLayer
+    layers: list[int]
+    replicas: int
+    output_bias: str
+
+    def sample_q(self, x: Tensor, k: int) -> tuple[list[Tensor], Tensor]:
+        raise NotImplementedError
+
+    def log_q(self, x: Tensor, zs: list[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def log_prior(self, zs: list[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def decoder_input(self, zs: list[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def sample_prior(self, n: int) -> list[Tensor]:
+        raise NotImplementedError
+
+    def posterior_means(self, x: Tensor) -> list[Tensor]:
+        raise NotImplementedError
+
+    def kl(self, x: Tensor) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} {self.layers} has no closed-form KL; use kl: sampled")
+
+    def generative_parameters(self) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- shared
+    @torch.no_grad()
+    def initialize_from_data(self, x_train: Tensor) -> None:
+        """With ``output_bias: data_mean``, start p(x | .)'s output bias at the logit of the training
+        mean clipped to [0.001, 0.999] (IWAE's get_train_bias_np); the harness calls this once with
+        the training set (N, D) before the first step. Without it, tanh VAEs sit for thousands of
+        updates at the "mean image" solution (~205 nats on MNIST) before they learn latents."""
+        if self.output_bias == "data_mean":
+            mean = x_train.mean(0).clamp(1e-3, 1 - 1e-3)
+            self.data.head.bias.copy_(torch.logit(mean).expand_as(self.data.head.bias))
+
+    def log_joint(self, x: Tensor, zs: list[Tensor]) -> Tensor:
+        """log p(x, zs): (R, K, B)."""
+        return self.log_prior(zs) + self.data.log_prob(x, self.decoder_input(zs))
+
+    def log_weights(self, x: Tensor, k: int) -> Tensor:
+        """log w = log p(x, z) - log q(z | x), z ~ q, k per example: (R, K, B). Differentiable
+        (reparameterised) when called with gradients enabled: the VAE/IWAE objectives use it."""
+        zs, log_q = self.sample_q(x, k)
+        return self.log_joint(x, zs) - log_q
+
+    def elbo_analytic_kl(self, x: Tensor, k: int) -> Tensor:
+        """AEVB's estimator B (Kingma & Welling eq. 7): mean over k samples of log p(x | z) minus
+        the closed-form KL(q(z | x) || p(z)): (R, B)."""
+        zs, _ = self.sample_q(x, k)
+        return self.data.log_prob(x, self.decoder_input(zs)).mean(1) - self.kl(x)
+
+    def sample_p(self, n: int) -> tuple[Tensor, list[Tensor]]:
+        """n ancestral samples (x, zs) ~ p per replica: x (R, n, D), zs [(R, 1, n, d_i)]."""
+        zs = self.sample_prior(n)
+        return self.data.sample(self.decoder_input(zs))[:, 0], zs
+
+    @torch.no_grad()
+    def metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        """Per-replica: 'elbo' = mean log w over ELBO_DRAWS samples per example (the bound of the
+        model's own q; for wake-sleep the like-for-like comparison AEVB's Fig. 2 makes),
+        'active_units' = IWAE's count over all stochastic layers (bench.analysis.active_units),
+        and per layer 'active_units_l<i>' when there are several."""
+        elbo = torch.cat([self.log_weights(xs, ELBO_DRAWS).mean(1) for xs in x.split(EVAL_CHUNK, dim=1)], dim=1)
+        out = {"elbo": elbo.mean(1)}
+        counts = [active_units(m) for m in self.posterior_means(x)]
+        out["active_units"] = torch.stack(counts).sum(0)
+        if len(counts) > 1:
+            out.update({f"active_units_l{i + 1}": c for i, c in enumerate(counts)})
+        return out
+
+
+@register_family("vae")
+class VAE(GaussianLatentModel):
+    """A VAE with one or more diagonal-Gaussian stochastic layers (module docstring).
+
+    likelihood: 'bernoulli' or 'gaussian'; activation: 'tanh' (AEVB, IWAE) or 'elu' (Cremer et al.);
+    init: 'glorot_uniform' (IWAE) or 'normal' (AEVB); output_bias: 'zero' (the init's) or 'data_mean'
+    (IWAE's code, see ``initialize_from_data``)."""
+
+    def __init__(self, layers: list[int], hidden: list[list[int]], seeds: list[int], activation: str = "tanh",
+                 likelihood: str = "bernoulli", init: str = "glorot_uniform", output_bias: str = "zero"):
+        super().__init__()
+        self.output_bias = check_output_bias(output_bias)
+        if len(layers) < 2 or len(hidden) != len(layers) - 1:
+            raise ValueError(f"need layers [D, z1, ...] and one hidden list per stochastic layer; got "
+                             f"layers={layers}, hidden={hidden}")
+        self.layers, self.replicas = list(layers), len(seeds)
+        gens = replica_generators(seeds)
+        n = len(layers) - 1
+        self.q = nn.ModuleList(GaussianLayer(layers[i], hidden[i], layers[i + 1], gens, init, activation)
+                               for i in range(n))
+        self.p = nn.ModuleList(GaussianLayer(layers[i + 1], hidden[i][::-1], layers[i], gens, init, activation)
+                               for i in range(1, n))  # p(z_i | z_{i+1}), i = 1..L-1
+        self.data = DataLayer(layers[1], hidden[0][::-1], layers[0], gens, init, activation, likelihood)
+
+    def generative_parameters(self) -> list[nn.Parameter]:
+        return list(self.p.parameters()) + list(self.data.parameters())
+
+    def encode(self, x: Tensor) -> Normal:
+        """q(z1 | x), batch shape (R, B, z1)."""
+        return self.q[0](x)
+
+    def sample_q(self, x: Tensor, k: int) -> tuple[list[Tensor], Tensor]:
+        q = self.q[0](x)
+        zs = [rsample(q, k)]
+        log_q = Normal(q.loc.unsqueeze(1), q.scale.unsqueeze(1)).log_prob(zs[0]).sum(-1)
+        for layer in self.q[1:]:
+            q = layer(zs[-1])
+            zs.append(q.rsample())
+            log_q = log_q + q.log_prob(zs[-1]).sum(-1)
+        return zs, log_q
+
+    def log_q(self, x: Tensor, zs: list[Tensor]) -> Tensor:
+        inputs = [x.unsqueeze(1)] + zs[:-1]
+        return sum(layer(h).log_prob(z).sum(-1) for layer, h, z in zip(self.q, inputs, zs))
+
+    def log_prior(self, zs: list[Tensor]) -> Tensor:
+        out = Normal(0.0, 1.0).log_prob(zs[-1]).sum(-1)
+        for layer, z, parent in zip(self.p, zs, zs[1:]):
+            out = out + layer(parent).log_prob(z).sum(-1)
+        return out
+
+    def decoder_input(self, zs: list[Tensor]) -> Tensor:
+        return zs[0]
+
+    def sample_prior(self, n: int) -> list[Tensor]:
+        ref = self.q[0].mean.weight
+        zs = [torch.randn(self.replicas, 1, n, self.layers[-1], dtype=ref.dtype, device=ref.device)]
+        for layer in reversed(self.p):
+            zs.insert(0, layer(zs[0]).sample())
+        return zs
+
+    def posterior_means(self, x: Tensor) -> list[Tensor]:
+        """IWAE's get_units_variances: the mean of q(z1 | x), then of q(z_i | z_{i-1}) at one sample
+        of the layer below: [(R, N, d_i)]."""
+        means, h = [], x
+        for layer in self.q:
+            q = layer(h)
+            means.append(q.loc)
+            h = q.sample()
+        return means
+
+    def kl(self, x: Tensor) -> Tensor:
+        if len(self.q) > 1:
+            return super().kl(x)
+        q = self.encode(x)
+        return kl_divergence(q, Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale))).sum(-1)
