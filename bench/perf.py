@@ -55,16 +55,10 @@ def _binary_batch(r: int, b: int, d: int, device: torch.device) -> torch.Tensor:
     return (torch.rand(r, b, d, device=device) < 0.15).float()
 
 
-@benchmark
-def replicas(device: torch.device) -> list[str]:
-    """R=5 seeds in lock-step vs 5 sequential single-seed models: RWS steps on the RWS paper's
-    architecture (SBN 784-200-200-10, K=5, B=100)."""
-    layers, r, steps = [784, 200, 200, 10], 5, 20
-    lock = get_method("rws")(HelmholtzMachine(layers, list(range(r))).to(device), k=5, lr=0.1,
-                             optimizer="momentum_ema", q_updates="wake+sleep", sleep_every=2, q_baseline=False)
-    singles = [get_method("rws")(HelmholtzMachine(layers, [s]).to(device), k=5, lr=0.1, optimizer="momentum_ema",
-                                 q_updates="wake+sleep", sleep_every=2, q_baseline=False) for s in range(r)]
-    x = _binary_batch(r, 100, 784, device)
+def lockstep_vs_sequential(lock, singles: list, x: torch.Tensor, steps: int, device: torch.device) -> list[str]:
+    """Time `steps` steps of one R-replica method on x (R, B, D) against R single-replica methods
+    stepping one after the other on their slices: what running seeds as replicas buys."""
+    r = len(singles)
 
     def lockstep() -> None:
         for _ in range(steps):
@@ -77,11 +71,24 @@ def replicas(device: torch.device) -> list[str]:
 
     t_lock, t_seq = timed(lockstep, device), timed(sequential, device)
     return [
-        f"RWS step, SBN {'-'.join(map(str, layers))}, K=5, B=100, {steps} steps per seed",
         f"  {r} seeds in lock-step (R={r}):   {t_lock / steps * 1e3:8.2f} ms per step of all seeds",
         f"  {r} sequential R=1 models:       {t_seq / steps * 1e3:8.2f} ms per step of all seeds",
         f"  throughput ratio lock-step / sequential = {t_seq / t_lock:.2f}x",
     ]
+
+
+@benchmark
+def replicas(device: torch.device) -> list[str]:
+    """R=5 seeds in lock-step vs 5 sequential single-seed models: RWS steps on the RWS paper's
+    architecture (SBN 784-200-200-10, K=5, B=100)."""
+    layers, r, steps = [784, 200, 200, 10], 5, 20
+    lock = get_method("rws")(HelmholtzMachine(layers, list(range(r))).to(device), k=5, lr=0.1,
+                             optimizer="momentum_ema", q_updates="wake+sleep", sleep_every=2, q_baseline=False)
+    singles = [get_method("rws")(HelmholtzMachine(layers, [s]).to(device), k=5, lr=0.1, optimizer="momentum_ema",
+                                 q_updates="wake+sleep", sleep_every=2, q_baseline=False) for s in range(r)]
+    x = _binary_batch(r, 100, 784, device)
+    return [f"RWS step, SBN {'-'.join(map(str, layers))}, K=5, B=100, {steps} steps per seed",
+            *lockstep_vs_sequential(lock, singles, x, steps, device)]
 
 
 @benchmark

@@ -13,7 +13,7 @@ import torch
 
 from bench.estimators import importance_log_likelihood
 from bench.models.vae import VAE
-from bench.perf import benchmark, timed
+from bench.perf import benchmark, lockstep_vs_sequential, timed
 from bench.registry import get_method
 
 IWAE_NET = {"layers": [784, 50], "hidden": [[200, 200]]}
@@ -50,20 +50,5 @@ def vae_replicas(device: torch.device) -> list[str]:
 
     lock, singles = method(list(range(r))), [method([s]) for s in range(r)]
     x = _mnist_like(r, 20, device)
-
-    def lockstep() -> None:
-        for _ in range(steps):
-            lock.step(x)
-
-    def sequential() -> None:
-        for i, m in enumerate(singles):
-            for _ in range(steps):
-                m.step(x[i:i + 1])
-
-    t_lock, t_seq = timed(lockstep, device), timed(sequential, device)
-    return [
-        f"IWAE step (k=5, B=20), VAE 784-[200,200]-50, {steps} steps per seed",
-        f"  {r} seeds in lock-step (R={r}):   {t_lock / steps * 1e3:8.2f} ms per step of all seeds",
-        f"  {r} sequential R=1 models:       {t_seq / steps * 1e3:8.2f} ms per step of all seeds",
-        f"  throughput ratio lock-step / sequential = {t_seq / t_lock:.2f}x",
-    ]
+    return [f"IWAE step (k=5, B=20), VAE 784-[200,200]-50, {steps} steps per seed",
+            *lockstep_vs_sequential(lock, singles, x, steps, device)]

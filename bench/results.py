@@ -58,8 +58,9 @@ def read_run(out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 
 def git_state() -> dict[str, Any]:
-    """Commit and dirty flag of the project checkout. A copy of the tree without .git (e.g. sent to a
-    GPU machine) names its commit in $CLAIMBENCH_COMMIT; otherwise both are None there."""
+    """Commit and dirty flag of the project checkout (None outside one). A copy of the tree sent to
+    another machine (a GPU host) names the commit it was copied from in $CLAIMBENCH_COMMIT, which
+    wins: such a copy may carry a stale .git or none."""
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
@@ -67,9 +68,9 @@ def git_state() -> dict[str, Any]:
             return None
         return out.stdout.strip() if out.returncode == 0 else None
 
-    commit = git("rev-parse", "HEAD")
-    if commit is None and os.environ.get("CLAIMBENCH_COMMIT"):
+    if os.environ.get("CLAIMBENCH_COMMIT"):
         return {"commit": os.environ["CLAIMBENCH_COMMIT"], "dirty": False}
+    commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 

@@ -134,7 +134,7 @@ def test_plan_json_lists_each_run_once_as_a_runnable_spec(capsys):
     assert {s.profile for s in specs} == {"quick"}
 
 
-def test_commit_of_a_tree_copied_without_git_comes_from_the_environment(tmp_path, monkeypatch):
+def test_commit_of_a_copied_tree_comes_from_the_environment(tmp_path, monkeypatch):
     from bench import results
 
     monkeypatch.setattr(results, "PROJECT_ROOT", tmp_path)

@@ -30,8 +30,7 @@ from torch import Tensor, nn
 from torch.distributions import LowRankMultivariateNormal, Normal, kl_divergence
 
 from bench.models import register_family
-from bench.models.sbn import replica_generators
-from bench.models.vae import MLP, DataLayer, GaussianLatentModel, ReplicaLinear, check_output_bias
+from bench.models.vae import MLP, DataLayer, GaussianLatentModel, ReplicaLinear
 
 
 class _Transition(nn.Module):
@@ -52,12 +51,7 @@ class DLGM(GaussianLatentModel):
     def __init__(self, layers: list[int], hidden: list[list[int]], seeds: list[int], activation: str = "tanh",
                  init: str = "glorot_uniform", output_bias: str = "zero"):
         super().__init__()
-        self.output_bias = check_output_bias(output_bias)
-        if len(layers) < 2 or len(hidden) != len(layers) - 1:
-            raise ValueError(f"need layers [D, d1, ...] and one hidden list per transition; got "
-                             f"layers={layers}, hidden={hidden}")
-        self.layers, self.replicas = list(layers), len(seeds)
-        gens = replica_generators(seeds)
+        gens = self._setup(layers, hidden, seeds, output_bias)
         n = len(layers) - 1
         self.data = DataLayer(layers[1], hidden[0], layers[0], gens, init, activation, "bernoulli")  # T_0
         self.transitions = nn.ModuleList(_Transition(layers[i + 1], hidden[i], layers[i], gens, init, activation)

@@ -176,6 +176,17 @@ class GaussianLatentModel(nn.Module):
     replicas: int
     output_bias: str
 
+    def _setup(self, layers: list[int], hidden: list[list[int]], seeds: list[int],
+               output_bias: str) -> list[torch.Generator]:
+        """Check the sizes (one hidden list per stochastic layer), set the shared attributes and
+        return one generator per replica for the subclass's initialisation."""
+        self.output_bias = check_output_bias(output_bias)
+        if len(layers) < 2 or len(hidden) != len(layers) - 1:
+            raise ValueError(f"need layers [D, z1, ...] and one hidden list per stochastic layer; got "
+                             f"layers={layers}, hidden={hidden}")
+        self.layers, self.replicas = list(layers), len(seeds)
+        return replica_generators(seeds)
+
     def sample_q(self, x: Tensor, k: int) -> tuple[list[Tensor], Tensor]:
         raise NotImplementedError
 
@@ -258,12 +269,7 @@ class VAE(GaussianLatentModel):
     def __init__(self, layers: list[int], hidden: list[list[int]], seeds: list[int], activation: str = "tanh",
                  likelihood: str = "bernoulli", init: str = "glorot_uniform", output_bias: str = "zero"):
         super().__init__()
-        self.output_bias = check_output_bias(output_bias)
-        if len(layers) < 2 or len(hidden) != len(layers) - 1:
-            raise ValueError(f"need layers [D, z1, ...] and one hidden list per stochastic layer; got "
-                             f"layers={layers}, hidden={hidden}")
-        self.layers, self.replicas = list(layers), len(seeds)
-        gens = replica_generators(seeds)
+        gens = self._setup(layers, hidden, seeds, output_bias)
         n = len(layers) - 1
         self.q = nn.ModuleList(GaussianLayer(layers[i], hidden[i], layers[i + 1], gens, init, activation)
                                for i in range(n))
