@@ -17,16 +17,9 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
 from bench.errors import ClaimbenchError, ConfigError
 
 TEMPLATE = Path(__file__).resolve().parent / "method_template.py.txt"
-
-
-def _parse_value(text: str):
-    """`--set k=5` values are YAML scalars: 5 -> int, 0.1 -> float, true -> bool, adam -> str."""
-    return yaml.safe_load(text)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -51,7 +44,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     from bench import train
     from bench.registry import get_method, resolve_hparams
     from bench.results import run_dir
-    from bench.spec import RunSpec
+    from bench.spec import RunSpec, parse_scalar
 
     if args.spec:
         spec = RunSpec.from_json(args.spec)
@@ -64,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             if "=" not in item:
                 raise ConfigError(f"--set {item!r}: write key=value")
             key, value = item.split("=", 1)
-            overrides[key] = _parse_value(value)
+            overrides[key] = parse_scalar(value)
         cls = get_method(args.method)
         spec = RunSpec(
             profile=args.profile, dataset=args.dataset, method=cls.name,

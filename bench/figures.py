@@ -51,7 +51,8 @@ def claim_figure(path: Path, curves: pd.DataFrame, claim_id: str, statement: str
     labels = list(dict.fromkeys(curves.label))
     palette = dict(zip(labels, sns.color_palette("colorblind", len(labels))))
     sns.set_theme(style="whitegrid", context="notebook")
-    fig, axes = plt.subplots(1, len(x_axes), figsize=(6 * len(x_axes), 4.2), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(x_axes), figsize=(6 * len(x_axes), 4.6), sharey=True, squeeze=False,
+                             layout="constrained")  # makes room for the wrapped title
     axes = axes[0]
     for ax, x in zip(axes, x_axes):
         sns.lineplot(data=rows, x=x, y="value", hue="label", hue_order=labels, palette=palette,

@@ -8,9 +8,23 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import yaml
+
 from bench.errors import ConfigError, check_keys
 
 TRANSFORMS = ("none", "dynamic_binarize", "unit_interval")
+
+
+def parse_scalar(text: str) -> Any:
+    """A command-line value as YAML reads it (5 -> int, true -> bool, adam -> str), except that
+    numbers YAML 1.1 leaves as strings (1e-2, 1E5) are floats."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
-import yaml
-
 from bench import train
 from bench.claims import expand, get_claim
 from bench.errors import ClaimbenchError, ConfigError
-from bench.spec import RunSpec
+from bench.spec import RunSpec, parse_scalar
 
 
 def grid_specs(claim_id: str, label: str, profile: str, updates: int, grid: dict[str, list]) -> list[RunSpec]:
@@ -88,7 +86,7 @@ def parse_grid(items: list[str]) -> dict[str, list]:
         if "=" not in item:
             raise ConfigError(f"--grid {item!r}: write name=v1,v2,...")
         key, values = item.split("=", 1)
-        grid[key] = [yaml.safe_load(v) for v in values.split(",")]
+        grid[key] = [parse_scalar(v) for v in values.split(",")]
     return grid
 
 
