@@ -14,7 +14,7 @@ or the family. Choices the papers leave to the implementation, and ours:
   fixes what Adam's eps = 1e-4 means; AEVB's Adagrad is scale-free up to its eps), minus
   ``weight_decay`` * B/2 * ||theta||^2 on the generative parameters theta: with weight_decay = 1/N
   this is AEVB's N(0, I) prior on theta (and the DLGM's Gaussian prior, kappa = N * weight_decay).
-* Optimisers: 'adagrad' (AEVB, DLGM) or 'adam' with ``beta1`` and ``eps`` (IWAE's code: beta1 0.99,
+* Optimisers (bench.optim): 'adagrad' (AEVB, DLGM) or 'adam' with ``beta1`` and ``eps`` (IWAE's code: beta1 0.99,
   eps 1e-4; its second moments start at 1 rather than 0, which we do not copy: torch's Adam).
 * ``schedule: iwae``: lr * round(10^(1 - i/7), 1)/10 for 3^i epochs, i = 0..7 (IWAE's
   ``checkpoint1to8``, 3280 epochs); the method counts examples, so it needs ``epoch_size`` (the
@@ -28,28 +28,16 @@ The training bound is returned from ``step`` as 'bound' (per replica, mean over 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from bench.analysis import amortization_gaps
 from bench.evaluation import standard_metrics
 from bench.models.vae import GaussianLatentModel
+from bench.optim import make_optimizer
 from bench.registry import Method, register
 
 KL_ESTIMATORS = ("analytic", "sampled")
 SCHEDULES = ("constant", "iwae")
-
-
-def make_optimizer(params: Iterable[nn.Parameter], name: str, lr: float, beta1: float,
-                   eps: float) -> torch.optim.Optimizer:
-    """Element-wise optimisers only, so that replicas stay independent."""
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(beta1, 0.999), eps=eps)
-    if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, eps=eps)
-    raise ValueError(f"optimizer {name!r}; use 'adam' or 'adagrad'")
 
 
 def iwae_learning_rate(lr: float, epoch: float) -> float:
@@ -77,7 +65,7 @@ class GaussianLatentMethod(Method):
             raise ValueError(f"schedule {self.schedule!r}; use one of {SCHEDULES}")
         if self.schedule == "iwae" and self.epoch_size <= 0:
             raise ValueError("schedule 'iwae' needs epoch_size, the number of training examples")
-        self.opt = make_optimizer(model.parameters(), self.optimizer, self.lr, self.beta1, self.eps)
+        self.opt = make_optimizer(model.parameters(), self.optimizer, self.lr, beta1=self.beta1, eps=self.eps)
         self.examples = 0
 
     def apply(self, objective: Tensor, batch_size: int) -> None:

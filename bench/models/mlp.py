@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.models import register_family
-from bench.models.sbn import replica_generators
+from bench.models.sbn import bernoulli_log_prob, replica_generators, sample_bernoulli
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "linear": lambda s: s}
 LOSSES = ("bernoulli", "gaussian", "categorical")
@@ -113,7 +113,7 @@ class MLP(nn.Module):
     def nll(self, z: Tensor, t: Tensor) -> Tensor:
         """-log p(t | z) per example, summed over output units: (R, B)."""
         if self.loss == "bernoulli":
-            return (F.softplus(z) - t * z).sum(-1)
+            return -bernoulli_log_prob(t, z)
         if self.loss == "gaussian":
             return 0.5 * (z - t).square().sum(-1)
         return F.cross_entropy(z.transpose(1, 2), t, reduction="none")
@@ -122,7 +122,7 @@ class MLP(nn.Module):
         """t ~ p(t | z), the model's predictive: the targets of the true (sampled-label) Fisher.
         Written so that NaN logits give NaN losses downstream rather than an exception."""
         if self.loss == "bernoulli":
-            return (torch.rand_like(z) < torch.sigmoid(z)).to(z.dtype)
+            return sample_bernoulli(z)
         if self.loss == "gaussian":
             return z + torch.randn_like(z)
         gumbel = -torch.log(-torch.log(torch.rand_like(z)))  # Gumbel-max: no error on NaN logits,

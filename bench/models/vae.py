@@ -30,7 +30,7 @@ from torch.distributions import Normal, kl_divergence
 
 from bench.analysis import active_units
 from bench.models import register_family
-from bench.models.sbn import bernoulli_log_prob, replica_generators
+from bench.models.sbn import bernoulli_log_prob, replica_generators, sample_bernoulli
 
 ACTIVATIONS = {"tanh": torch.tanh, "elu": F.elu}
 INITS = ("glorot_uniform", "normal")
@@ -147,7 +147,7 @@ class DataLayer(nn.Module):
         """x ~ p(x | h), (R, K, B, D)."""
         a, log_var = self._params(h)
         if log_var is None:
-            return (torch.rand_like(a) < torch.sigmoid(a)).to(a.dtype)
+            return sample_bernoulli(a)
         return a + (0.5 * log_var).exp() * torch.randn_like(a)
 
 
