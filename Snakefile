@@ -16,8 +16,8 @@ import sys
 
 sys.path.insert(0, workflow.basedir)  # the checkout's bench/ and methods/, also from a copy of it
 
-from bench.claims import check_profile, plan_all, run_sources  # noqa: E402
-from bench.report import paths, report_path  # noqa: E402
+from bench.claims.catalog import check_profile, plan_all, run_sources  # noqa: E402
+from bench.core.layout import claim_paths, log_path, report_path, run_dir, summary_path  # noqa: E402
 
 PROFILE = config.get("profile", "quick")
 check_profile(PROFILE)
@@ -25,7 +25,10 @@ THREADS = int(config.get("threads_per_run", 1))
 GPU = int(config.get("gpu_per_run", 0))  # set gpu_per_run=1 with --resources gpu=N on GPU hosts
 PLANS = {plan.claim.id: plan for plan in plan_all(PROFILE)}
 RUNS = {spec.run_id: spec for plan in PLANS.values() for spec in plan.runs.values()}
-ROOT = f"results/{PROFILE}"
+RESULTS = "results"
+RUN = str(run_dir(RESULTS, PROFILE, "{run_id}"))  # a run's folder, as a wildcard pattern
+CLAIM = {key: str(path) for key, path in claim_paths(".", PROFILE, "{claim}").items()}
+REPORT, SUMMARY = str(report_path(".", PROFILE)), str(summary_path(".", PROFILE))
 PY = sys.executable
 
 wildcard_constraints:
@@ -35,15 +38,15 @@ wildcard_constraints:
 
 rule all:
     input:
-        str(report_path(".", PROFILE)),
-        f"{ROOT}/summary.parquet",
+        REPORT,
+        SUMMARY,
 
 
 rule train:
     """One run: R seeds of one (dataset, model, method, hyper-parameters) in lock-step."""
     output:
-        curve=f"{ROOT}/runs/{{run_id}}/curve.parquet",
-        meta=f"{ROOT}/runs/{{run_id}}/run.json",
+        curve=f"{RUN}/curve.parquet",
+        meta=f"{RUN}/run.json",
     input:
         # relative paths: moving or copying the checkout must not look like a changed input set
         lambda w: [os.path.relpath(p, workflow.basedir) for p in run_sources(RUNS[w.run_id])],
@@ -53,19 +56,19 @@ rule train:
     resources:
         gpu=GPU,
     log:
-        f"{ROOT}/logs/{{run_id}}.log",
+        str(log_path(RESULTS, PROFILE, "{run_id}")),
     shell:
-        "{PY} -m bench run --spec {params.spec:q} --threads {threads} --results results 2> {log}"
+        "{PY} -m bench run --spec {params.spec:q} --threads {threads} --results {RESULTS} 2> {log}"
 
 
 rule claim:
     """A claim's table, figure and verdict from its runs."""
     output:
-        verdict=f"{ROOT}/claims/{{claim}}.json",
-        table=report(f"{ROOT}/tables/{{claim}}.csv", category="{claim}", caption="bench/report_assets/claim.rst"),
-        figure=report(f"figures/{PROFILE}/{{claim}}.png", category="{claim}", caption="bench/report_assets/claim.rst"),
+        verdict=CLAIM["json"],
+        table=report(CLAIM["table"], category="{claim}", caption="bench/report/assets/claim.rst"),
+        figure=report(CLAIM["figure"], category="{claim}", caption="bench/report/assets/claim.rst"),
     input:
-        lambda w: [f"{ROOT}/runs/{spec.run_id}/run.json" for spec in PLANS[w.claim].runs.values()],
+        lambda w: [str(run_dir(RESULTS, PROFILE, spec.run_id) / "run.json") for spec in PLANS[w.claim].runs.values()],
     params:
         digest=lambda w: PLANS[w.claim].claim.digest(),
     shell:
@@ -75,9 +78,9 @@ rule claim:
 rule report:
     """REPORT.md (quick and paper side by side) and the profile's summary table."""
     output:
-        str(report_path(".", PROFILE)),
-        f"{ROOT}/summary.parquet",
+        REPORT,
+        SUMMARY,
     input:
-        [f"{ROOT}/claims/{claim}.json" for claim in PLANS],
+        [str(claim_paths(".", PROFILE, claim)["json"]) for claim in PLANS],
     shell:
         "{PY} -m bench report --profile {PROFILE}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.registry import register
+from bench.workloads.method import register
 from methods.sgd import FirstOrder
 
 

@@ -18,9 +18,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bench.estimators import MAX_ENUMERATED_HIDDEN, bihm_log_likelihood, bihm_log_z2, exact_bihm_log_likelihood
+from bench.estimators.sbn import (
+    MAX_ENUMERATED_HIDDEN,
+    bihm_log_likelihood,
+    bihm_log_z2,
+    exact_bihm_log_likelihood,
+)
 from bench.models.helmholtz import HelmholtzMachine
-from bench.registry import register
+from bench.workloads.method import register
 from methods.rws import RWS
 
 
@@ -32,8 +37,8 @@ class BiHM(RWS):
     def importance_weights(self, log_w: Tensor) -> Tensor:
         return torch.softmax(0.5 * log_w, dim=1)
 
-    def evaluate(self, x: Tensor, k: int, y: Tensor | None = None) -> dict[str, Tensor]:
-        out = super().evaluate(x, k, y)
+    def extra_metrics(self, x: Tensor, k: int, y: Tensor | None = None) -> dict[str, Tensor]:
+        out = {}
         log_z2 = bihm_log_z2(self.model, self.z_samples)
         out["log_z2"] = log_z2
         out["ll_star"] = bihm_log_likelihood(self.model, x, k, log_z2).mean(1)

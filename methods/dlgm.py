@@ -12,7 +12,7 @@ middle of AEVB's grid), and a weight decay for kappa = 1.
 
 from __future__ import annotations
 
-from bench.registry import register
+from bench.workloads.method import register
 from methods.vae import OPTIM_DEFAULTS, VAE
 
 

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bench import curvature as C
+from bench.curvature import mlp as C
 from bench.models.mlp import MLP
-from bench.registry import Method, register
+from bench.workloads.method import Method, register
 
 
 @register("foof", family="mlp", defaults={"lr": 0.1, "damping": 1.0, "decay": 0.95, "inverse_every": 1})

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from bench.registry import register
+from bench.workloads.method import register
 from methods.vae import OPTIM_DEFAULTS, VAE
 
 

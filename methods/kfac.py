@@ -43,9 +43,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bench import curvature as C
+from bench.curvature import mlp as C
 from bench.models.mlp import MLP
-from bench.registry import Method, register
+from bench.workloads.method import Method, register
 
 LAMBDA_EVERY, GAMMA_EVERY = 5, 20  # T1, T2 of nnet_train_2.m
 DROP = 19 / 20  # lambda drop; its inverse is the boost (the code's drop/boost)

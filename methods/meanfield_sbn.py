@@ -29,11 +29,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bench.estimators import importance_log_likelihood
-from bench.meanfield import bound, infer, sample_log_weights
+from bench.estimators.meanfield import bound, infer, sample_log_weights
 from bench.models.helmholtz import HelmholtzMachine
-from bench.optim import make_optimizer
-from bench.registry import Method, register
+from bench.nn.optim import make_optimizer
+from bench.workloads.method import LogWeightFn, Method, register
 
 EVAL_CHUNK = 250  # examples per E-step at evaluation, bounding the (R, B, C, P) tensors
 
@@ -54,17 +53,19 @@ class MeanFieldSBN(Method):
         self.opt.step()
         return {"bound": objective.detach()}
 
-    def evaluate(self, x: Tensor, k: int, y: Tensor | None = None) -> dict[str, Tensor]:
+    def proposal(self, x: Tensor) -> list[tuple[Tensor, LogWeightFn]]:
+        """Per chunk of EVAL_CHUNK examples, each example packed with its mean-field posterior mu
+        (so the IS estimator's chunking keeps them aligned) and the log-weights of q_MF."""
         sizes = self.model.layers
-        ll, mf = [], []
-        for xs in x.split(EVAL_CHUNK, dim=1):
-            state = infer(self.model, xs, self.iterations)
-            mf.append(bound(self.model, xs, state))
-            packed = torch.cat([xs, *state.mu], dim=-1)  # each example travels with its posterior
 
-            def log_weights(p: Tensor, kc: int) -> Tensor:
-                xp, *mu = p.split(sizes, dim=-1)
-                return sample_log_weights(self.model, xp, mu, kc)
+        def log_weights(packed: Tensor, kc: int) -> Tensor:
+            xp, *mu = packed.split(sizes, dim=-1)
+            return sample_log_weights(self.model, xp, mu, kc)
 
-            ll.append(importance_log_likelihood(log_weights, packed, k))
-        return {"ll": torch.cat(ll, 1).mean(1), "mf_bound": torch.cat(mf, 1).mean(1)}
+        return [(torch.cat([xs, *infer(self.model, xs, self.iterations).mu], dim=-1), log_weights)
+                for xs in x.split(EVAL_CHUNK, dim=1)]
+
+    def extra_metrics(self, x: Tensor, k: int, y: Tensor | None = None) -> dict[str, Tensor]:
+        """'mf_bound': the mean-field bound at the E-step's fixed point (Saul et al.'s reported quantity)."""
+        mf = [bound(self.model, xs, infer(self.model, xs, self.iterations)) for xs in x.split(EVAL_CHUNK, dim=1)]
+        return {"mf_bound": torch.cat(mf, 1).mean(1)}

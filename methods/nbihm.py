@@ -7,7 +7,7 @@ steps; plain SGD; lr 0.02 = the code's 0.01 with its +-1 coding, see there)."""
 
 from __future__ import annotations
 
-from bench.registry import register
+from bench.workloads.method import register
 from methods.bihm import BiHM
 from methods.nrws import NATURAL_DEFAULTS, NaturalGradient
 

@@ -18,9 +18,9 @@ from typing import Any
 
 from torch import Tensor
 
-from bench import curvature as C
+from bench.curvature import mlp as C
 from bench.models.mlp import MLP
-from bench.registry import Method, register
+from bench.workloads.method import Method, register
 
 
 @register("ngd", family="mlp", defaults={"lr": 1.0, "damping": 1.0})

@@ -32,9 +32,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bench.fisher import LayerFisher, PriorFisher
+from bench.curvature.sbn import LayerFisher, PriorFisher
 from bench.models.helmholtz import HelmholtzMachine
-from bench.registry import register
+from bench.workloads.method import register
 from methods.rws import RWS
 
 MAX_DAMPING = 10.0  # the authors' code falls back to the raw gradient above this damping

@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 
 from bench.models.helmholtz import HelmholtzMachine
-from bench.optim import make_optimizer
-from bench.registry import Method, register
+from bench.nn.optim import make_optimizer
+from bench.workloads.method import Method, register
 
 Q_UPDATES = ("wake+sleep", "wake", "sleep")
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from bench.models.mlp import MLP
-from bench.registry import Method, register
+from bench.workloads.method import Method, register
 
 
 class FirstOrder(Method):

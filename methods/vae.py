@@ -14,7 +14,7 @@ or the family. Choices the papers leave to the implementation, and ours:
   fixes what Adam's eps = 1e-4 means; AEVB's Adagrad is scale-free up to its eps), minus
   ``weight_decay`` * B/2 * ||theta||^2 on the generative parameters theta: with weight_decay = 1/N
   this is AEVB's N(0, I) prior on theta (and the DLGM's Gaussian prior, kappa = N * weight_decay).
-* Optimisers (bench.optim): 'adagrad' (AEVB, DLGM) or 'adam' with ``beta1`` and ``eps`` (IWAE's code: beta1 0.99,
+* Optimisers (bench.nn.optim): 'adagrad' (AEVB, DLGM) or 'adam' with ``beta1`` and ``eps`` (IWAE's code: beta1 0.99,
   eps 1e-4; its second moments start at 1 rather than 0, which we do not copy: torch's Adam).
 * ``schedule: iwae``: lr * round(10^(1 - i/7), 1)/10 for 3^i epochs, i = 0..7 (IWAE's
   ``checkpoint1to8``, 3280 epochs); the method counts examples, so it needs ``epoch_size`` (the
@@ -30,11 +30,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from bench.analysis import amortization_gaps
-from bench.evaluation import standard_metrics
+from bench.estimators.amortization import amortization_gaps
 from bench.models.vae import GaussianLatentModel
-from bench.optim import make_optimizer
-from bench.registry import Method, register
+from bench.nn.optim import make_optimizer
+from bench.workloads.method import Method, register
 
 KL_ESTIMATORS = ("analytic", "sampled")
 SCHEDULES = ("constant", "iwae")
@@ -81,11 +80,10 @@ class GaussianLatentMethod(Method):
         self.opt.step()
         self.examples += batch_size
 
-    def evaluate(self, x: Tensor, k: int, y: Tensor | None = None) -> dict[str, Tensor]:
-        out = standard_metrics(self.model, x, k)
-        if self.gap_examples:
-            out.update(amortization_gaps(self.model, x[:, : self.gap_examples], k, self.gap_steps))
-        return out
+    def extra_metrics(self, x: Tensor, k: int, y: Tensor | None = None) -> dict[str, Tensor]:
+        if not self.gap_examples:
+            return {}
+        return amortization_gaps(self.model, x[:, : self.gap_examples], k, self.gap_steps)
 
 
 @register("vae", family="vae", defaults={"k": 1, "kl": "analytic", **OPTIM_DEFAULTS})

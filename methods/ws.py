@@ -10,7 +10,7 @@ convention (sums over the minibatch divided by B; lr = 0.1 is the RWS code's 1e-
 from __future__ import annotations
 
 from bench.models.helmholtz import HelmholtzMachine
-from bench.registry import register
+from bench.workloads.method import register
 from methods.rws import RWS
 
 

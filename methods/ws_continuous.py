@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bench.registry import register
+from bench.workloads.method import register
 from methods.vae import OPTIM_DEFAULTS, GaussianLatentMethod
 
 

@@ -28,7 +28,7 @@ def tiny_hm():
 def data_dir() -> Path:
     """The real data folder on the project's search path ($CLAIMBENCH_DATA, then data/) that holds
     the distributed npz files and the upstream originals (.ci/run points it at ../shared/data)."""
-    from bench.data import search_path
+    from bench.engine.data import search_path
 
     for d in search_path():
         if (d / "uci_dna.npz").is_file() and (d / "orig" / "frey_rawface.mat").is_file():

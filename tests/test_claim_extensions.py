@@ -8,9 +8,9 @@ import textwrap
 import pandas as pd
 import pytest
 
-from bench.claims import expand, load_claims
-from bench.errors import ConfigError
-from bench.stats import verdict
+from bench.claims.catalog import expand, load_claims
+from bench.claims.stats import verdict
+from bench.core.errors import ConfigError
 
 SHARE = {"split": "test", "name": "amortization_share", "higher_is_better": True}
 

@@ -13,9 +13,10 @@ from curvlinops import KFACInverseLinearOperator, KFACLinearOperator
 from torch import Tensor, nn
 from torch.func import functional_call, grad, hessian, jacrev, vmap
 
-from bench import curvature as C
+from bench.curvature import mlp as C
+from bench.engine.methods import get_method
 from bench.models.mlp import MLP
-from bench.registry import get_method
+from bench.workloads import workload_for
 
 # (model config, curvlinops loss): a sigmoid autoencoder with biases (Martens & Grosse) and a
 # bias-free ReLU classifier (Benzing)
@@ -319,9 +320,10 @@ def test_metrics_are_the_papers_errors():
     """Autoencoder 'error' = sum_d (sigmoid(z_d) - x_d)^2 per case; classifier 'error' = misclassification rate."""
     model = _model("autoencoder")
     x, _ = _data(model)
-    m = model.metrics(x)
+    evaluate = workload_for("mlp").metrics
+    m = evaluate(model, None, x, 0, None)
     torch.testing.assert_close(m["error"], (torch.sigmoid(model(x)) - x).square().sum(-1).mean(1))
     torch.testing.assert_close(m["loss"], nn.functional.binary_cross_entropy_with_logits(model(x), x, reduction="none").sum(-1).mean(1))
     model = _model("classifier")
     x, y = _data(model)
-    assert torch.equal(model.metrics(x, y)["error"], (model(x).argmax(-1) != y).double().mean(1))
+    assert torch.equal(evaluate(model, None, x, 0, y)["error"], (model(x).argmax(-1) != y).double().mean(1))

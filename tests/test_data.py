@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from bench import data
-from bench.errors import ChecksumMismatch
+from bench.core.errors import ChecksumMismatch
+from bench.engine import data
 
 
 def test_registered_files_load_with_expected_shapes(data_dir):

@@ -9,13 +9,17 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from bench import data, train
-from bench.claims import load_claims
-from bench.errors import ChecksumMismatch, ConfigError, DatasetNotFound, UnknownName
-from bench.spec import RunSpec
-
 from conftest import ROOT
+
+from bench.claims.catalog import load_claims
+from bench.core.errors import (
+    ChecksumMismatch,
+    ConfigError,
+    DatasetNotFound,
+    UnknownName,
+)
+from bench.core.spec import RunSpec
+from bench.engine import data, train
 
 CLAIM = """
 - id: toy
@@ -125,7 +129,7 @@ def test_grey_dataset_without_transform_is_a_config_error(tmp_path, data_dir):
 
 
 def test_plan_json_lists_each_run_once_as_a_runnable_spec(capsys):
-    from bench.__main__ import main
+    from bench.cli import main
 
     assert main(["plan", "--profile", "quick", "--claims", "nrws-final-ll", "nrws-less-time", "--json"]) == 0
     specs = [RunSpec.from_json(line) for line in capsys.readouterr().out.splitlines()]
@@ -135,7 +139,7 @@ def test_plan_json_lists_each_run_once_as_a_runnable_spec(capsys):
 
 
 def test_commit_of_a_copied_tree_comes_from_the_environment(tmp_path, monkeypatch):
-    from bench import results
+    from bench.engine import results
 
     monkeypatch.setattr(results, "PROJECT_ROOT", tmp_path)
     monkeypatch.delenv("CLAIMBENCH_COMMIT", raising=False)

@@ -6,7 +6,8 @@ import itertools
 
 import torch
 
-from bench.estimators import exact_log_likelihood, importance_log_likelihood
+from bench.estimators.importance import importance_log_likelihood
+from bench.estimators.sbn import exact_log_likelihood
 
 
 def _all_binary(n: int) -> torch.Tensor:

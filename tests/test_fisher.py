@@ -1,4 +1,4 @@
-"""bench.fisher against Fisher matrices computed independently: autograd scores of log p summed
+"""bench.curvature.sbn against Fisher matrices computed independently: autograd scores of log p summed
 over exactly enumerated outcomes, assembled over ALL parameters, then dense float64 solves."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import itertools
 import pytest
 import torch
 
-from bench.fisher import (
+from bench.curvature.sbn import (
     LayerFisher,
     PriorFisher,
     choose_solver,
@@ -17,7 +17,7 @@ from bench.fisher import (
     precondition_prior,
 )
 from bench.models.helmholtz import HelmholtzMachine
-from bench.models.sbn import BernoulliPrior, SBNLayer
+from bench.nn.bernoulli import BernoulliPrior, SBNLayer
 
 ATOL = 1e-12
 

@@ -8,10 +8,12 @@ import itertools
 import pytest
 import torch
 
-from bench import meanfield as mf
-from bench.estimators import exact_log_likelihood, importance_log_likelihood
+from bench.engine.methods import get_method
+from bench.estimators import meanfield as mf
+from bench.estimators.importance import importance_log_likelihood
+from bench.estimators.sbn import exact_log_likelihood
 from bench.models.helmholtz import HelmholtzMachine
-from bench.registry import get_method
+from bench.workloads import workload_for
 
 
 def random_sbn(layers: list[int], seed: int, scale: float = 1.0) -> HelmholtzMachine:
@@ -46,7 +48,7 @@ def test_bound_is_below_exact_and_above_the_xi0_bound(seed):
 
 
 def test_sweeps_reach_a_stationary_point_of_the_bound():
-    """The closed-form mean-field update (bench.meanfield.update) against autograd of ``bound``:
+    """The closed-form mean-field update (bench.estimators.meanfield.update) against autograd of ``bound``:
     at its fixed point, dL/dmu = 0 and dL/dxi = 0 wherever xi is interior."""
     model, x = random_sbn([6, 4, 3], 7), all_images(6)
     state = mf.infer(model, x, 300)
@@ -97,6 +99,7 @@ def test_mean_field_learning_raises_the_exact_likelihood():
             method.step(batch)
     after = exact_log_likelihood(student, x).mean()
     assert after > before + 1.0, (before, after)
-    evaluated = method.evaluate(x, 500)
+    with torch.no_grad():
+        evaluated = workload_for("helmholtz").evaluate(student, method, x, 500)
     assert abs(evaluated["ll"].item() - after.item()) < 0.05
     assert evaluated["mf_bound"].item() <= after.item()

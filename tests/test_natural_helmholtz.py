@@ -7,9 +7,13 @@ import itertools
 
 import torch
 
-from bench.estimators import bihm_log_likelihood, bihm_log_z2, exact_bihm_log_likelihood
-from bench.fisher import fisher_blocks
-from bench.registry import get_method
+from bench.curvature.sbn import fisher_blocks
+from bench.engine.methods import get_method
+from bench.estimators.sbn import (
+    bihm_log_likelihood,
+    bihm_log_z2,
+    exact_bihm_log_likelihood,
+)
 
 
 def _images(n: int) -> torch.Tensor:

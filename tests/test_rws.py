@@ -7,8 +7,8 @@ import itertools
 
 import torch
 
+from bench.engine.methods import get_method
 from bench.models.helmholtz import HelmholtzMachine
-from bench.registry import get_method
 
 
 def _hidden_states(model: HelmholtzMachine) -> list[torch.Tensor]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench.stats import bootstrap_ci, verdict
+from bench.claims.stats import bootstrap_ci, verdict
 
 METRIC = {"split": "test", "name": "ll", "higher_is_better": True}
 

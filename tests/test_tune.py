@@ -1,13 +1,13 @@
-"""bench.tune: grid points are the label's run with one seed, a short horizon and the grid's values."""
+"""bench.claims.tune: grid points are the label's run with one seed, a short horizon and the grid's values."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from bench.claims import expand, get_claim
-from bench.errors import ConfigError
-from bench.tune import grid_specs, parse_grid, tune
+from bench.claims.catalog import expand, get_claim
+from bench.claims.tune import grid_specs, parse_grid, tune
+from bench.core.errors import ConfigError
 
 
 def test_grid_specs_change_only_seeds_horizon_and_grid_values():

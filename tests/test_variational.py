@@ -12,11 +12,12 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import MultivariateNormal, Normal
 
-from bench.analysis import active_units, amortization_gaps
-from bench.estimators import importance_log_likelihood
+from bench.engine.methods import get_method
+from bench.estimators.amortization import active_units, amortization_gaps
+from bench.estimators.importance import importance_log_likelihood
 from bench.models.dlgm import DLGM
 from bench.models.vae import VAE
-from bench.registry import get_method
+from bench.workloads import workload_for
 from methods.vae import iwae_learning_rate
 
 
@@ -296,7 +297,7 @@ def test_active_units_counts_known_dead_units():
         w[:, 3, 2] = 0.5  # variance 0.25
         w[:, 4, 5] = 0.3  # variance 0.09
         w[:, 5, 6] = 0.05  # variance 0.0025 < 0.01: inactive
-    torch.testing.assert_close(model.metrics(x)["active_units"], torch.tensor([3.0, 3.0], dtype=torch.float64))
+    torch.testing.assert_close(workload_for("vae").metrics(model, None, x, 1, None)["active_units"], torch.tensor([3.0, 3.0], dtype=torch.float64))
     means = torch.zeros(1, 1000, 4, dtype=torch.float64)
     means[0, :, 0] = torch.linspace(-1, 1, 1000)
     assert active_units(means).item() == 1

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 PROJECT_FILES = ("Snakefile", "bench", "methods", "profiles")
@@ -66,9 +65,8 @@ def _clone(finished: Path, tmp_path: Path) -> Path:
 
 
 def test_report_has_a_verdict_row_per_claim(finished):
-    from bench.claims import load_claims
-
-    from bench.data import is_available
+    from bench.claims.catalog import load_claims
+    from bench.engine.data import is_available
 
     report = (finished / "results/smoke/REPORT.md").read_text()
     for claim_id, claim in load_claims(finished / "bench/claims").items():

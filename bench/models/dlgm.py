@@ -30,7 +30,8 @@ from torch import Tensor, nn
 from torch.distributions import LowRankMultivariateNormal, Normal, kl_divergence
 
 from bench.models import register_family
-from bench.models.vae import MLP, DataLayer, GaussianLatentModel, ReplicaLinear
+from bench.models.vae import DataLayer, GaussianLatentModel
+from bench.nn.linear import ReplicaLinear, ReplicaMLP
 
 
 class _Transition(nn.Module):
@@ -39,7 +40,7 @@ class _Transition(nn.Module):
     def __init__(self, n_in: int, hidden: list[int], n_out: int, gens: list[torch.Generator], init: str,
                  activation: str):
         super().__init__()
-        self.trunk = MLP([n_in, *hidden], gens, init, activation)
+        self.trunk = ReplicaMLP([n_in, *hidden], gens, init, activation)
         self.out = ReplicaLinear(self.trunk.n_out, n_out, gens, init)
 
     def forward(self, h: Tensor) -> Tensor:
@@ -57,7 +58,7 @@ class DLGM(GaussianLatentModel):
         self.transitions = nn.ModuleList(_Transition(layers[i + 1], hidden[i], layers[i], gens, init, activation)
                                          for i in range(1, n))  # T_1 .. T_{L-1}
         self.g = nn.ParameterList(nn.Parameter(torch.eye(d).repeat(self.replicas, 1, 1)) for d in layers[1:])
-        self.trunk = MLP([layers[0], *hidden[0]], gens, init, activation)
+        self.trunk = ReplicaMLP([layers[0], *hidden[0]], gens, init, activation)
         f = self.trunk.n_out
         self.mu = nn.ModuleList(ReplicaLinear(f, d, gens, init) for d in layers[1:])
         self.log_sigma = nn.ModuleList(ReplicaLinear(f, d, gens, init) for d in layers[1:])

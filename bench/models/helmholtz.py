@@ -11,7 +11,12 @@ import torch
 from torch import Tensor, nn
 
 from bench.models import register_family
-from bench.models.sbn import BernoulliPrior, SBNLayer, bernoulli_log_prob, sample_bernoulli
+from bench.nn.bernoulli import (
+    BernoulliPrior,
+    SBNLayer,
+    bernoulli_log_prob,
+    sample_bernoulli,
+)
 
 State = list[Tensor]
 
@@ -86,12 +91,3 @@ class HelmholtzMachine(nn.Module):
         """Importance log-weights log p(x,h) - log q(h|x) with h ~ q: (R, K, B)."""
         state, log_q = self.sample_q(x, k)
         return (self.log_p(state) - log_q).view(x.shape[0], k, x.shape[1])
-
-    def metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
-        """Exact log p(x) ('ll_exact', by enumeration) when the hidden layers are small enough:
-        the toy claims are then judged without estimator bias."""
-        from bench.estimators import MAX_ENUMERATED_HIDDEN, exact_log_likelihood
-
-        if sum(self.layers[1:]) > MAX_ENUMERATED_HIDDEN:
-            return {}
-        return {"ll_exact": exact_log_likelihood(self, x).mean(1)}

@@ -23,13 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.models import register_family
-from bench.models.sbn import bernoulli_log_prob, replica_generators, sample_bernoulli
+from bench.nn.bernoulli import bernoulli_log_prob, replica_generators, sample_bernoulli
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "linear": lambda s: s}
 LOSSES = ("bernoulli", "gaussian", "categorical")
 INITS = ("sparse", "kaiming")
 SPARSE_FAN_IN = 15  # Martens (2010) sparse init: 15 non-zero incoming weights per unit
-EVAL_CHUNK = 2000
 
 
 def _init_weight(n_in: int, n_out: int, init: str, g: torch.Generator) -> Tensor:
@@ -139,7 +138,7 @@ class MLP(nn.Module):
         p = torch.softmax(z, -1)
         return (p * u * v).sum(-1) - (p * u).sum(-1) * (p * v).sum(-1)
 
-    # ----------------------------------------------------------------- objective and metrics
+    # ----------------------------------------------------------------- objective
     def penalty(self) -> Tensor:
         """l2/2 ||theta||^2 per replica: (R,)."""
         return 0.5 * self.l2 * sum(p.square().flatten(1).sum(1) for p in self.parameters())
@@ -149,24 +148,3 @@ class MLP(nn.Module):
         (z: the output for x when a forward pass has already computed it)."""
         z = self(x) if z is None else z
         return self.nll(z, self.target(x, y)).mean(1) + self.penalty()
-
-    @torch.no_grad()
-    def metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
-        """Per-replica means over x (R, N, D): 'loss' = mean -log p(t | x) (nats per case, without
-        the weight cost) and 'error' = the papers' error: autoencoders, the squared reconstruction
-        error per case sum_d (E[t_d] - x_d)^2 (Martens & Grosse's errtype 'L2'); classifiers, the
-        misclassification rate."""
-        total = {"loss": 0.0, "error": 0.0}
-        n = x.shape[1]
-        for start in range(0, n, EVAL_CHUNK):
-            xs = x[:, start:start + EVAL_CHUNK]
-            t = self.target(xs, None if y is None else y[:, start:start + EVAL_CHUNK])
-            z = self(xs)
-            total["loss"] = total["loss"] + self.nll(z, t).sum(1)
-            if self.loss == "categorical":
-                err = (z.argmax(-1) != t).to(z.dtype).sum(1)
-            else:
-                mean = torch.sigmoid(z) if self.loss == "bernoulli" else z
-                err = (mean - t).square().sum(-1).sum(1)
-            total["error"] = total["error"] + err
-        return {k: v / n for k, v in total.items()}

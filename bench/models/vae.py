@@ -15,8 +15,8 @@ one stochastic layer is ``layers=[784, 50], hidden=[[200, 200]]``; two are
   laid out (R, K, B, d): K samples of each of B examples, for every replica. Replicas never mix.
 
 ``GaussianLatentModel`` holds what VAEs and the DLGM (``bench/models/dlgm.py``) share: the
-importance log-weights the harness's IS estimator reads, the analytic-KL ELBO, sampling from p for
-wake-sleep, and the evaluation metrics (ELBO, IWAE's active units).
+importance log-weights the harness's IS estimator reads, the analytic-KL ELBO and sampling from p
+for wake-sleep. Their evaluation is bench/workloads/gaussian_latent.py.
 """
 
 from __future__ import annotations
@@ -24,69 +24,18 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Normal, kl_divergence
 
-from bench.analysis import active_units
 from bench.models import register_family
-from bench.models.sbn import bernoulli_log_prob, replica_generators, sample_bernoulli
+from bench.nn.bernoulli import bernoulli_log_prob, replica_generators, sample_bernoulli
+from bench.nn.linear import ReplicaLinear, ReplicaMLP
 
-ACTIVATIONS = {"tanh": torch.tanh, "elu": F.elu}
-INITS = ("glorot_uniform", "normal")
 LIKELIHOODS = ("bernoulli", "gaussian")
 # Frey faces: a learned decoder variance can collapse onto training pixels and send the bound to
 # +inf (CLAIMS.md section 4 pitfalls); log sigma^2 is clamped at -10: sigma >= 0.0067, under two grey
 # levels, and well below the sigma ~0.02 per pixel that AEVB's Frey bounds of ~1600 nats imply.
 MIN_LOG_VAR = -10.0
-ELBO_DRAWS = 10  # samples per example for the reported ELBO metric
-EVAL_CHUNK = 1000  # examples per chunk of the ELBO metric (bounds memory at the paper's 10k test images)
-
-
-class ReplicaLinear(nn.Module):
-    """y = x W^T + b per replica; x (R, ..., in) -> (R, ..., out). weight (R, out, in), bias (R, out).
-
-    init 'glorot_uniform': U(+-sqrt(6 / (in + out))), biases 0 (IWAE's nnet.py);
-    init 'normal': N(0, 0.01^2) for weights and biases (AEVB, Sec. 5: "initialized by random
-    sampling from N(0, 0.01)", read as a standard deviation of 0.01)."""
-
-    def __init__(self, n_in: int, n_out: int, gens: list[torch.Generator], init: str):
-        super().__init__()
-        if init not in INITS:
-            raise ValueError(f"init {init!r}; use one of {INITS}")
-        if init == "glorot_uniform":
-            a = math.sqrt(6.0 / (n_in + n_out))
-            w = [a * (2 * torch.rand(n_out, n_in, generator=g) - 1) for g in gens]
-            b = [torch.zeros(n_out) for _ in gens]
-        else:
-            w = [0.01 * torch.randn(n_out, n_in, generator=g) for g in gens]
-            b = [0.01 * torch.randn(n_out, generator=g) for g in gens]
-        self.weight = nn.Parameter(torch.stack(w))
-        self.bias = nn.Parameter(torch.stack(b))
-
-    def forward(self, x: Tensor) -> Tensor:
-        r, n_in = x.shape[0], x.shape[-1]
-        flat = x.reshape(r, -1, n_in)
-        out = torch.baddbmm(self.bias.unsqueeze(1), flat, self.weight.transpose(1, 2))
-        return out.view(*x.shape[:-1], -1)
-
-
-class MLP(nn.Module):
-    """sizes[0] -> sizes[1] -> ... with the activation after every layer (the deterministic
-    trunk of a stochastic layer; heads are added by the caller)."""
-
-    def __init__(self, sizes: list[int], gens: list[torch.Generator], init: str, activation: str):
-        super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation {activation!r}; use one of {sorted(ACTIVATIONS)}")
-        self.act = ACTIVATIONS[activation]
-        self.linears = nn.ModuleList(ReplicaLinear(a, b, gens, init) for a, b in zip(sizes, sizes[1:]))
-        self.n_out = sizes[-1]
-
-    def forward(self, h: Tensor) -> Tensor:
-        for linear in self.linears:
-            h = self.act(linear(h))
-        return h
 
 
 class GaussianLayer(nn.Module):
@@ -96,7 +45,7 @@ class GaussianLayer(nn.Module):
     def __init__(self, n_in: int, hidden: list[int], n_out: int, gens: list[torch.Generator], init: str,
                  activation: str):
         super().__init__()
-        self.trunk = MLP([n_in, *hidden], gens, init, activation)
+        self.trunk = ReplicaMLP([n_in, *hidden], gens, init, activation)
         self.mean = ReplicaLinear(self.trunk.n_out, n_out, gens, init)
         self.log_sigma = ReplicaLinear(self.trunk.n_out, n_out, gens, init)
 
@@ -124,7 +73,7 @@ class DataLayer(nn.Module):
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood {likelihood!r}; use one of {LIKELIHOODS}")
         self.likelihood = likelihood
-        self.trunk = MLP([n_in, *hidden], gens, init, activation)
+        self.trunk = ReplicaMLP([n_in, *hidden], gens, init, activation)
         self.head = ReplicaLinear(self.trunk.n_out, n_out, gens, init)
         if likelihood == "gaussian":
             self.log_var = ReplicaLinear(self.trunk.n_out, n_out, gens, init)
@@ -242,21 +191,6 @@ class GaussianLatentModel(nn.Module):
         """n ancestral samples (x, zs) ~ p per replica: x (R, n, D), zs [(R, 1, n, d_i)]."""
         zs = self.sample_prior(n)
         return self.data.sample(self.decoder_input(zs))[:, 0], zs
-
-    @torch.no_grad()
-    def metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
-        """Per-replica: 'elbo' = mean log w over ELBO_DRAWS samples per example (the bound of the
-        model's own q; for wake-sleep the like-for-like comparison AEVB's Fig. 2 makes),
-        'active_units' = IWAE's count over all stochastic layers (bench.analysis.active_units),
-        and per layer 'active_units_l<i>' when there are several."""
-        elbo = torch.cat([self.log_weights(xs, ELBO_DRAWS).mean(1) for xs in x.split(EVAL_CHUNK, dim=1)], dim=1)
-        out = {"elbo": elbo.mean(1)}
-        counts = [active_units(m) for m in self.posterior_means(x)]
-        out["active_units"] = torch.stack(counts).sum(0)
-        if len(counts) > 1:
-            out.update({f"active_units_l{i + 1}": c for i, c in enumerate(counts)})
-        return out
-
 
 @register_family("vae")
 class VAE(GaussianLatentModel):

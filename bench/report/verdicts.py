@@ -19,25 +19,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import figures, results, stats
-from bench.claims import Claim, ClaimPlan, expand, load_claims
+from bench.claims import stats
+from bench.claims.catalog import Claim, ClaimPlan, expand, load_claims
+from bench.core.layout import (
+    MAIN_PROFILES,
+    atomic_write,
+    claim_paths,
+    report_path,
+    run_dir,
+    summary_path,
+)
+from bench.engine import results
+from bench.report import figures
 
-MAIN_PROFILES = ("quick", "paper")
 VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not reproduced",
                 "inconclusive": "⚠️ inconclusive", "not run": "⏳ not run", "data unavailable": "🚫 data unavailable"}
-
-
-def paths(root: Path, profile: str, claim_id: str) -> dict[str, Path]:
-    root = Path(root)
-    return {
-        "json": root / "results" / profile / "claims" / f"{claim_id}.json",
-        "table": root / "results" / profile / "tables" / f"{claim_id}.csv",
-        "figure": root / "figures" / profile / f"{claim_id}.png",
-    }
-
-
-def report_path(root: Path, profile: str) -> Path:
-    return Path(root) / "results" / ("REPORT.md" if profile in MAIN_PROFILES else f"{profile}/REPORT.md")
 
 
 def _headline(outcome: dict[str, Any], rule: str) -> str:
@@ -56,7 +52,7 @@ def _headline(outcome: dict[str, Any], rule: str) -> str:
 def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[str, Any]:
     """Compute a claim's table, figure and verdict from its finished runs; write them; return the json."""
     plan: ClaimPlan = expand(claim, profile)
-    out = paths(root, profile, claim.id)
+    out = claim_paths(root, profile, claim.id)
     base = {"claim": claim.id, "profile": profile, "statement": claim.spec["statement"],
             "paper": claim.spec.get("paper", ""), "rule": claim.spec["verdict"]["rule"],
             "claim_digest": claim.digest(), "computed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -67,7 +63,7 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
         pd.DataFrame(columns=["method"]).to_csv(out["table"], index=False)
         return _write_json(out["json"], {**base, "verdict": "data unavailable", "detail": plan.unavailable,
                                          "headline": "—", "numbers": [], "methods": []})
-    run_dirs = {label: results.run_dir(Path(root) / "results", profile, spec.run_id) for label, spec in plan.runs.items()}
+    run_dirs = {label: run_dir(Path(root) / "results", profile, spec.run_id) for label, spec in plan.runs.items()}
     missing = [label for label, d in run_dirs.items() if not (d / "run.json").exists()]
     if missing:
         detail = f"runs not finished for: {', '.join(missing)}"
@@ -104,7 +100,7 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
-    results.atomic_write(path, lambda p: p.write_text(json.dumps(payload, indent=2, default=str)))
+    atomic_write(path, lambda p: p.write_text(json.dumps(payload, indent=2, default=str)))
     return payload
 
 
@@ -118,7 +114,7 @@ def _paper_numbers(claim: Claim) -> str:
 
 
 def _load_outcome(root: Path, profile: str, claim_id: str) -> dict[str, Any] | None:
-    p = paths(root, profile, claim_id)["json"]
+    p = claim_paths(root, profile, claim_id)["json"]
     return json.loads(p.read_text()) if p.exists() else None
 
 
@@ -197,15 +193,15 @@ def write_report(root: Path, profile: str, claims: dict[str, Claim] | None = Non
                     lines += ["Models: " + "; ".join(f"{k}: `{json.dumps(v)}`" for k, v in models.items()), ""]
             lines += [f"![{claim.id} ({p})]({rel}{o['figure']})", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
-    results.atomic_write(out, lambda p: p.write_text("\n".join(lines)))
+    atomic_write(out, lambda p: p.write_text("\n".join(lines)))
     return out
 
 
 def write_summary(root: Path, profile: str) -> Path:
     """results/<profile>/summary.parquet: all finished runs' curve rows of the profile."""
-    run_root = Path(root) / "results" / profile / "runs"
+    run_root = run_dir(Path(root) / "results", profile, "")
     dirs = sorted(d for d in run_root.glob("*") if (d / "run.json").exists()) if run_root.exists() else []
-    out = Path(root) / "results" / profile / "summary.parquet"
+    out = summary_path(root, profile)
     frame = results.load_curves(dirs)
-    results.atomic_write(out, lambda p: frame.to_parquet(p, index=False))
+    atomic_write(out, lambda p: frame.to_parquet(p, index=False))
     return out

@@ -15,10 +15,10 @@ import statistics
 
 import torch
 
-from bench import data
+from bench.engine import data
+from bench.engine.methods import get_method
 from bench.models.mlp import MLP
 from bench.perf import benchmark, timed
-from bench.registry import get_method
 
 LAYERS = [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
 ACTIVATIONS = ["sigmoid"] * 3 + ["linear"] + ["sigmoid"] * 3

@@ -1,6 +1,6 @@
-"""Short-horizon grid search for one method of a claim: `python -m bench.tune`.
+"""Short-horizon grid search for one method of a claim: `python -m bench tune`.
 
-    python -m bench.tune foof-beats-kfac FOOF --profile paper --updates 300 \\
+    python -m bench tune foof-beats-kfac FOOF --profile paper --updates 300 \\
         --grid lr=0.1,0.3,1 damping=1,10 --jobs 2
 
 Papers often say "tuned per method" without the values at our scale (or only for another batch
@@ -13,19 +13,19 @@ recomputed when the grid is rerun or widened.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
-from bench import train
-from bench.claims import expand, get_claim
-from bench.errors import ClaimbenchError, ConfigError
-from bench.spec import RunSpec, parse_scalar
+
+from bench.claims.catalog import expand, get_claim
+from bench.core.errors import ConfigError
+from bench.core.layout import tuning_run_dir, tuning_table
+from bench.core.spec import RunSpec, parse_scalar
+from bench.engine import train
 
 
 def grid_specs(claim_id: str, label: str, profile: str, updates: int, grid: dict[str, list]) -> list[RunSpec]:
@@ -46,7 +46,7 @@ def grid_specs(claim_id: str, label: str, profile: str, updates: int, grid: dict
 
 
 def _run_point(spec: RunSpec, root: Path) -> Path:
-    out = root / spec.profile.removesuffix("-tuning") / "tuning" / "runs" / spec.run_id
+    out = tuning_run_dir(root, spec.profile.removesuffix("-tuning"), spec.run_id)
     if not (out / "run.json").exists():
         train.run(spec, out, threads=1, progress=False)
     return out
@@ -74,7 +74,7 @@ def tune(claim_id: str, label: str, profile: str, updates: int, grid: dict[str, 
         rows.append({**{k: spec.hparams[k] for k in grid}, "status": status, metric["name"]: value,
                      "updates": updates, "run_id": spec.run_id})
     table = pd.DataFrame(rows).sort_values(metric["name"], ascending=not metric.get("higher_is_better", True))
-    out = root / profile / "tuning" / f"{claim_id}--{label.replace(' ', '_')}.csv"
+    out = tuning_table(root, profile, claim_id, label)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     return table
@@ -88,25 +88,3 @@ def parse_grid(items: list[str]) -> dict[str, list]:
         key, values = item.split("=", 1)
         grid[key] = [parse_scalar(v) for v in values.split(",")]
     return grid
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.tune", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("claim"), p.add_argument("label")
-    p.add_argument("--profile", default="paper"), p.add_argument("--updates", type=int, default=300)
-    p.add_argument("--grid", nargs="+", required=True, metavar="NAME=V1,V2")
-    p.add_argument("--jobs", type=int, default=1), p.add_argument("--results", default="results")
-    args = p.parse_args(argv)
-    try:
-        table = tune(args.claim, args.label, args.profile, args.updates, parse_grid(args.grid), args.jobs,
-                     Path(args.results))
-    except ClaimbenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(table.to_string(index=False))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

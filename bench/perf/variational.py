@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import torch
 
-from bench.estimators import importance_log_likelihood
+from bench.engine.methods import get_method
+from bench.estimators.importance import importance_log_likelihood
 from bench.models.vae import VAE
 from bench.perf import benchmark, lockstep_vs_sequential, timed
-from bench.registry import get_method
 
 IWAE_NET = {"layers": [784, 50], "hidden": [[200, 200]]}
 

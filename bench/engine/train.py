@@ -24,12 +24,15 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from bench import data as datasets
-from bench import devices, results
-from bench.errors import ConfigError
+from bench.core import devices
+from bench.core.errors import ConfigError
+from bench.core.spec import RunSpec
+from bench.engine import data as datasets
+from bench.engine import results
+from bench.engine.methods import get_method, source_files
 from bench.models import build_model
-from bench.registry import finite_mask, get_method, source_files
-from bench.spec import RunSpec
+from bench.workloads import workload_for
+from bench.workloads.method import finite_mask
 
 
 def prepare_data(spec: RunSpec, device: torch.device) -> dict[str, tuple[Tensor, Tensor | None]]:
@@ -110,8 +113,8 @@ def run(spec: RunSpec, out_dir: Path, device: str = "auto", threads: int | None 
     method_cls = get_method(spec.method)
     data = prepare_data(spec, dev)
     model = build_model(spec.model, list(spec.seeds)).to(dev)
-    if hasattr(model, "initialize_from_data"):  # data-dependent initialisation (e.g. IWAE's output bias)
-        model.initialize_from_data(data["train"][0])
+    workload = workload_for(model.family)
+    workload.prepare(model, data["train"][0])
     method = method_cls(model, **spec.hparams)
     x_train, y_train = data["train"]
     r, n_train = len(spec.seeds), x_train.shape[0]
@@ -141,8 +144,8 @@ def run(spec: RunSpec, out_dir: Path, device: str = "auto", threads: int | None 
         with torch.no_grad():
             for split in splits:
                 xs, ys = eval_sets[split]
-                args = (xs.unsqueeze(0).expand(r, -1, -1), k) + (() if ys is None else (ys.unsqueeze(0).expand(r, -1),))
-                for metric, values in method.evaluate(*args).items():
+                xr, yr = xs.unsqueeze(0).expand(r, -1, -1), None if ys is None else ys.unsqueeze(0).expand(r, -1)
+                for metric, values in workload.evaluate(model, method, xr, k, yr).items():
                     rec.add(alive, clock, split, metric, k, values)
                     if metric == "ll" and alive.any():
                         shown = float(values[alive].mean())

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.errors import ChecksumMismatch, DatasetNotFound, unknown
+from bench.core.errors import ChecksumMismatch, DatasetNotFound, unknown
 
 PROJECT_DATA = Path(__file__).resolve().parents[1] / "data"
 ENV_VAR = "CLAIMBENCH_DATA"

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from bench.errors import ConfigError, check_keys
+from bench.core.errors import ConfigError, check_keys
 
 TRANSFORMS = ("none", "dynamic_binarize", "unit_interval")
 
@@ -38,7 +38,7 @@ class RunSpec:
     epochs: int
     batch_size: int
     train_subset: int | None = None  # first N training examples (None = all)
-    transform: str = "none"  # how pixels become model inputs, see bench.train.prepare_data
+    transform: str = "none"  # how pixels become model inputs, see bench.engine.train.prepare_data
     labels: bool = False  # pass labels to step/evaluate (classifiers)
     holdout: int | None = None  # carve a missing valid (or, for 'all'-only data, test) split of this size
     eval_every: int = 1  # epochs between evaluations (epoch 0 and the last epoch always)

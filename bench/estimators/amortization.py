@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Normal
 
-from bench.estimators import importance_log_likelihood
+from bench.estimators.importance import importance_log_likelihood
 
 if TYPE_CHECKING:
     from bench.models.vae import VAE

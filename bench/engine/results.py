@@ -1,6 +1,6 @@
 """Result schema and storage (DESIGN.md, rule 3).
 
-Per run, ``results/<profile>/runs/<run-id>/``:
+Per run, in its folder (bench.core.layout.run_dir):
 
 * ``curve.parquet``: one tidy long table, one row per (seed, evaluation point, split, metric):
   CURVE_COLUMNS below. ``eval_k`` is the number of importance samples behind an estimate (0 for
@@ -24,23 +24,14 @@ from typing import Any
 
 import pandas as pd
 
+from bench.core.layout import atomic_write
+
 CURVE_COLUMNS = [
     "run_id", "method", "dataset", "model", "profile", "seed", "step", "epoch", "examples",
     "train_seconds", "split", "metric", "eval_k", "value",
 ]
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "numpy", "pandas", "snakemake", "seaborn", "matplotlib", "claimbench")
-
-
-def run_dir(results_root: Path, profile: str, run_id: str) -> Path:
-    return Path(results_root) / profile / "runs" / run_id
-
-
-def atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def write_run(out_dir: Path, curve: pd.DataFrame, meta: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
-from bench.errors import unknown
+from bench.core.errors import unknown
 
 OPTIMIZERS = ("momentum_ema", "sgd", "adam", "adagrad")
 

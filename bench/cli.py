@@ -1,0 +1,202 @@
+"""`python -m bench`: list claims/methods/datasets, run one run, scaffold a method, verdicts, report.
+
+    python -m bench list
+    python -m bench run --method rws --dataset binarized_mnist --layers 784,100,10 --epochs 2 --set k=5
+    python -m bench new-method my_method
+    python -m bench plan --profile quick
+    python -m bench plan --profile paper --claims nrws-final-ll --json   # specs for `run --spec`
+    python -m bench verdict rws-beats-ws --profile quick
+    python -m bench report --profile quick
+    python -m bench fetch binarized_mnist
+    python -m bench tune foof-beats-kfac FOOF --profile paper --grid lr=0.1,1 damping=1,10
+    python -m bench perf [NAMES]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bench.core.errors import ClaimbenchError, ConfigError
+
+TEMPLATE = Path(__file__).resolve().parent / "templates" / "method.py.txt"
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from bench.claims.catalog import load_claims
+    from bench.engine import data
+    from bench.engine.methods import all_methods
+
+    print("claims:")
+    for claim in load_claims().values():
+        print(f"  {claim.id:32s} [{claim.source.name}] {claim.spec['statement']}")
+    print("methods:")
+    for name, cls in sorted(all_methods().items()):
+        print(f"  {name:12s} family={cls.family:10s} defaults={json.dumps(cls.defaults)}")
+    print("datasets:")
+    for name, spec in data.DATASETS.items():
+        where = data.locate(name)
+        state = str(where) if where else ("originals present" if data.is_available(name) else "not available here")
+        print(f"  {name:28s} {spec.description} -- {state}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from bench.core.layout import run_dir
+    from bench.core.spec import RunSpec, parse_scalar
+    from bench.engine import train
+    from bench.engine.methods import get_method, resolve_hparams
+
+    if args.spec:
+        spec = RunSpec.from_json(args.spec)
+    else:
+        missing = [f"--{k}" for k in ("method", "dataset", "layers") if getattr(args, k) is None]
+        if missing:
+            raise ConfigError(f"run needs {', '.join(missing)} (or --spec JSON)")
+        overrides = {}
+        for item in args.set:
+            if "=" not in item:
+                raise ConfigError(f"--set {item!r}: write key=value")
+            key, value = item.split("=", 1)
+            overrides[key] = parse_scalar(value)
+        cls = get_method(args.method)
+        spec = RunSpec(
+            profile=args.profile, dataset=args.dataset, method=cls.name,
+            model={"family": cls.family, "layers": [int(s) for s in args.layers.split(",")]},
+            hparams=resolve_hparams(cls, overrides), seeds=tuple(int(s) for s in args.seeds.split(",")),
+            epochs=args.epochs, batch_size=args.batch_size, train_subset=args.train_subset,
+            transform=args.transform, eval_k=args.eval_k, eval_subset=args.eval_subset,
+            final_eval_k=args.final_eval_k,
+        )
+    out = run_dir(Path(args.results), spec.profile, spec.run_id)
+    meta = train.run(spec, out, device=args.device, threads=args.threads, progress=not args.quiet)
+    print(f"{spec.run_id}: {meta['status']} in {meta['train_seconds']:.1f} train seconds on {meta['device']} -> {out}")
+
+
+def cmd_new_method(args: argparse.Namespace) -> None:
+    import methods
+
+    name = args.name
+    if not name.isidentifier() or name.startswith("_"):
+        raise ConfigError(f"method name {name!r} must be a Python identifier (letters, digits, _), e.g. my_rws")
+    target = Path(methods.__path__[0]) / f"{name}.py"
+    if target.exists():
+        raise ConfigError(f"{target} already exists; pick another name or edit that file")
+    target.write_text(TEMPLATE.read_text().replace("{{name}}", name).replace("{{Class}}", name.title().replace("_", "")))
+    print(f"wrote {target}\nnext: edit its step(), name it in a claim (bench/claims/*.yaml, under `methods:`), "
+          f"then rerun `snakemake --cores all`; only the new runs execute.")
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    """Human-readable plan, or with --json one RunSpec per line for driving runs without Snakemake
+    (e.g. `... | xargs -P 4 -d '\\n' -n 1 python -m bench run --spec` on a machine without it)."""
+    from bench.claims.catalog import plan_all
+
+    plans = [plan for plan in plan_all(args.profile) if not args.claims or plan.claim.id in args.claims]
+    if args.json:
+        specs = {spec.run_id: spec for plan in plans for spec in plan.runs.values()}
+        print("\n".join(spec.to_json() for spec in specs.values()))
+        return
+    for plan in plans:
+        print(f"{plan.claim.id}:" + (f" {plan.unavailable}" if plan.unavailable else ""))
+        for label, spec in plan.runs.items():
+            print(f"  {spec.run_id}  {label:24s} {spec.method} {json.dumps(spec.hparams)}")
+
+
+def cmd_verdict(args: argparse.Namespace) -> None:
+    from bench.claims.catalog import check_profile, get_claim
+    from bench.report.verdicts import evaluate_claim
+
+    check_profile(args.profile)
+    outcome = evaluate_claim(get_claim(args.claim), args.profile, Path(args.root))
+    print(f"{args.claim} [{args.profile}]: {outcome['verdict']} -- {outcome['detail']}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from bench.claims.catalog import check_profile
+    from bench.report.verdicts import write_report, write_summary
+
+    check_profile(args.profile)
+    write_summary(Path(args.root), args.profile)
+    print(f"wrote {write_report(Path(args.root), args.profile)}")
+
+
+def cmd_fetch(args: argparse.Namespace) -> None:
+    from bench.engine import data
+
+    print(f"{args.dataset}: {data.fetch(args.dataset)}")
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from bench.claims.tune import parse_grid, tune
+
+    table = tune(args.claim, args.label, args.profile, args.updates, parse_grid(args.grid), args.jobs, Path(args.results))
+    print(table.to_string(index=False))
+
+
+def cmd_perf(args: argparse.Namespace) -> None:
+    from bench.perf import run_benchmarks
+
+    run_benchmarks(args.names, args.device, Path(args.out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="claims, methods and datasets").set_defaults(func=cmd_list)
+
+    r = sub.add_parser("run", help="one run from flags (or a --spec JSON), without Snakemake")
+    r.add_argument("--spec", help="a RunSpec as JSON (what the workflow passes)")
+    r.add_argument("--method"), r.add_argument("--dataset")
+    r.add_argument("--layers", help="comma-separated sizes from the data side, e.g. 784,200,200,10")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="hyper-parameter override")
+    r.add_argument("--seeds", default="0"), r.add_argument("--epochs", type=int, default=1)
+    r.add_argument("--batch-size", type=int, default=100), r.add_argument("--train-subset", type=int)
+    r.add_argument("--transform", default="none")
+    r.add_argument("--eval-k", type=int, default=100), r.add_argument("--eval-subset", type=int, default=1000)
+    r.add_argument("--final-eval-k", type=int, default=1000)
+    r.add_argument("--profile", default="adhoc", help="results go to <results>/<profile>/runs/<run-id>")
+    r.add_argument("--results", default="results"), r.add_argument("--device", default="auto")
+    r.add_argument("--threads", type=int), r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=cmd_run)
+
+    n = sub.add_parser("new-method", help="write a commented method template into methods/")
+    n.add_argument("name")
+    n.set_defaults(func=cmd_new_method)
+
+    for name, func, helptext in (("plan", cmd_plan, "runs each claim needs"), ("report", cmd_report, "REPORT.md + summary")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("--profile", default="quick"), s.add_argument("--root", default=".")
+        s.set_defaults(func=func)
+        if name == "plan":
+            s.add_argument("--claims", nargs="*", help="only these claim ids")
+            s.add_argument("--json", action="store_true", help="one RunSpec JSON per line, each run once")
+    v = sub.add_parser("verdict", help="table, figure and verdict of one claim")
+    v.add_argument("claim"), v.add_argument("--profile", default="quick"), v.add_argument("--root", default=".")
+    v.set_defaults(func=cmd_verdict)
+    f = sub.add_parser("fetch", help="download, verify and convert a dataset")
+    f.add_argument("dataset")
+    f.set_defaults(func=cmd_fetch)
+    t = sub.add_parser("tune", help="short-horizon grid search of one claim label (bench/claims/tune.py)")
+    t.add_argument("claim"), t.add_argument("label")
+    t.add_argument("--profile", default="paper"), t.add_argument("--updates", type=int, default=300)
+    t.add_argument("--grid", nargs="+", required=True, metavar="NAME=V1,V2")
+    t.add_argument("--jobs", type=int, default=1), t.add_argument("--results", default="results")
+    t.set_defaults(func=cmd_tune)
+    b = sub.add_parser("perf", help="benchmarks: ratios measured side by side -> results/perf/")
+    b.add_argument("names", nargs="*", help="default: all")
+    b.add_argument("--device", default="auto"), b.add_argument("--out", default="results/perf")
+    b.set_defaults(func=cmd_perf)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ClaimbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+

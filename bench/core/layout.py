@@ -1,0 +1,68 @@
+"""The results layout: the one module that knows where every file of a profile lives, and the
+atomic write every file goes through.
+
+Under the project root (``root``), for a profile P::
+
+    results/P/runs/<run-id>/curve.parquet, run.json   one run (run.json written last)
+    results/P/logs/<run-id>.log                       its progress bar and stderr
+    results/P/claims/<claim>.json                     a claim's verdict and numbers
+    results/P/tables/<claim>.csv                      its per-method table
+    figures/P/<claim>.png                             its figure
+    results/P/summary.parquet                         every finished run's curve rows
+    results/P/tuning/<claim>--<label>.csv             a tuning table; its runs in tuning/runs/
+    results/REPORT.md                                 quick and paper side by side
+    results/P/REPORT.md                               any other profile (smoke)
+
+Functions taking ``results`` expect the results folder itself (``root / "results"``), as the
+``run`` command's ``--results`` flag gives it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+MAIN_PROFILES = ("quick", "paper")  # shown side by side in results/REPORT.md
+
+
+def run_dir(results: Path, profile: str, run_id: str) -> Path:
+    return Path(results) / profile / "runs" / run_id
+
+
+def log_path(results: Path, profile: str, run_id: str) -> Path:
+    return Path(results) / profile / "logs" / f"{run_id}.log"
+
+
+def claim_paths(root: Path, profile: str, claim_id: str) -> dict[str, Path]:
+    root = Path(root)
+    return {
+        "json": root / "results" / profile / "claims" / f"{claim_id}.json",
+        "table": root / "results" / profile / "tables" / f"{claim_id}.csv",
+        "figure": root / "figures" / profile / f"{claim_id}.png",
+    }
+
+
+def summary_path(root: Path, profile: str) -> Path:
+    return Path(root) / "results" / profile / "summary.parquet"
+
+
+def report_path(root: Path, profile: str) -> Path:
+    return Path(root) / "results" / ("REPORT.md" if profile in MAIN_PROFILES else f"{profile}/REPORT.md")
+
+
+def tuning_table(results: Path, profile: str, claim_id: str, label: str) -> Path:
+    return Path(results) / profile / "tuning" / f"{claim_id}--{label.replace(' ', '_')}.csv"
+
+
+def tuning_run_dir(results: Path, profile: str, run_id: str) -> Path:
+    return Path(results) / profile / "tuning" / "runs" / run_id
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """write(tmp) to a temporary name beside `path`, then rename: a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)

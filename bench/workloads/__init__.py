@@ -1,0 +1,68 @@
+"""Workloads: a model family + its data transform + its evaluation protocol (as AlgoPerf's
+workloads and benchopt's Objective own evaluation, not the submission).
+
+One module per family (``helmholtz``, ``gaussian_latent``, ``mlp``) registers a ``Workload`` under
+each family name it evaluates. The engine evaluates every run through its workload:
+``Workload.evaluate`` returns the workload's standard metrics (the protocol a claim's verdict reads,
+with its estimator and K) plus whatever the method adds (``Method.extra_metrics``); a method never
+replaces a workload's metric, and a clash of names is an error.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from bench.core.errors import ConfigError
+from bench.core.registry import Registry
+from bench.workloads.method import Method
+
+WORKLOADS: Registry["Workload"] = Registry("workload", packages=("bench.workloads",))
+
+
+class Workload:
+    """Evaluation protocol of one model family. Subclasses implement `metrics`."""
+
+    family: ClassVar[str]
+    transforms: ClassVar[tuple[str, ...]] = ("none", "dynamic_binarize", "unit_interval")
+
+    def check_transform(self, transform: str) -> None:
+        """The data transforms this family's likelihood accepts (see bench.engine.data)."""
+        if transform not in self.transforms:
+            raise ConfigError(f"model family {self.family!r} cannot read data with transform {transform!r}; "
+                              f"use one of {self.transforms}")
+
+    def prepare(self, model: nn.Module, x_train: Tensor) -> None:
+        """Data-dependent initialisation before the first step (none by default)."""
+
+    def metrics(self, model: nn.Module, method: Method, x: Tensor, k: int, y: Tensor | None) -> dict[str, Tensor]:
+        """The standard metrics on x (R, N, D) (labels y (R, N) or None) with k samples: name -> (R,)."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, method: Method, x: Tensor, k: int, y: Tensor | None = None) -> dict[str, Tensor]:
+        """Standard metrics, then the method's additions (which may not reuse a standard name)."""
+        out = self.metrics(model, method, x, k, y)
+        extra = method.extra_metrics(x, k, y)
+        clash = sorted(set(out) & set(extra))
+        if clash:
+            raise ConfigError(f"method {method.name!r} returns {clash} from extra_metrics, which the {self.family!r} "
+                              f"workload already measures; a method may add metrics, never replace them: rename them")
+        return {**out, **extra}
+
+
+def register_workload(*families: str):
+    """Class decorator: one instance evaluates every family named."""
+
+    def wrap(cls: type[Workload]) -> type[Workload]:
+        for family in families:
+            instance = cls()
+            instance.family = family
+            WORKLOADS.add(family, instance)
+        return cls
+
+    return wrap
+
+
+def workload_for(family: str) -> Workload:
+    return WORKLOADS.get(family)

@@ -1,0 +1,41 @@
+"""Workload of Gaussian-latent models (``vae`` and ``dlgm`` families).
+
+Protocol: 'll' = the importance-sampled log-likelihood with the encoder q(z | x) as proposal, K
+samples per example (IWAE's protocol; float64 accumulation); 'elbo' = mean log w over ELBO_DRAWS
+samples per example (the bound of the model's own q, AEVB's Fig. 2 comparison); 'active_units' =
+IWAE's count over all stochastic layers (bench.estimators.amortization.active_units), and per layer
+'active_units_l<i>' when there are several. ``output_bias: data_mean`` models get their output
+bias from the training mean before the first step (IWAE's code).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from bench.estimators.amortization import active_units
+from bench.estimators.importance import importance_log_likelihood
+from bench.models.vae import GaussianLatentModel
+from bench.workloads import Workload, register_workload
+from bench.workloads.method import Method
+
+ELBO_DRAWS = 10  # samples per example for the reported ELBO metric
+EVAL_CHUNK = 1000  # examples per chunk of the ELBO metric (bounds memory at the paper's 10k test images)
+
+
+@register_workload("vae", "dlgm")
+class GaussianLatentWorkload(Workload):
+    def prepare(self, model: GaussianLatentModel, x_train: Tensor) -> None:
+        model.initialize_from_data(x_train)
+
+    @torch.no_grad()
+    def metrics(self, model: GaussianLatentModel, method: Method, x: Tensor, k: int,
+                y: Tensor | None) -> dict[str, Tensor]:
+        out = {"ll": importance_log_likelihood(model.log_weights, x, k).mean(1)}
+        elbo = torch.cat([model.log_weights(xs, ELBO_DRAWS).mean(1) for xs in x.split(EVAL_CHUNK, dim=1)], dim=1)
+        out["elbo"] = elbo.mean(1)
+        counts = [active_units(m) for m in model.posterior_means(x)]
+        out["active_units"] = torch.stack(counts).sum(0)
+        if len(counts) > 1:
+            out.update({f"active_units_l{i + 1}": c for i, c in enumerate(counts)})
+        return out
