@@ -3,7 +3,8 @@
     snakemake --cores all                              # quick profile (2-core CPU, minutes)
     snakemake --cores all --config profile=paper       # the papers' setups (GPU)
     snakemake -n                                       # show the plan
-    snakemake --report results/report.html             # HTML report, one category per claim
+    snakemake --report results/report.html             # HTML report: the verdict summary, then one
+                                                       # category per claim (table and figure)
 
 Each run is one job whose output directory is its run id (a hash of its resolved spec) and whose
 inputs are its method's source files, so editing a method reruns exactly the runs that use it and
@@ -18,6 +19,7 @@ sys.path.insert(0, workflow.basedir)  # the checkout's bench/ and methods/, also
 
 from bench.claims.catalog import check_profile, plan_all, run_sources  # noqa: E402
 from bench.core.layout import claim_paths, log_path, report_path, run_dir, summary_path  # noqa: E402
+from bench.report.markdown import summary_rst_path  # noqa: E402
 
 PROFILE = config.get("profile", "quick")
 check_profile(PROFILE)
@@ -29,7 +31,10 @@ RESULTS = "results"
 RUN = str(run_dir(RESULTS, PROFILE, "{run_id}"))  # a run's folder, as a wildcard pattern
 CLAIM = {key: str(path) for key, path in claim_paths(".", PROFILE, "{claim}").items()}
 REPORT, SUMMARY = str(report_path(".", PROFILE)), str(summary_path(".", PROFILE))
+REPORT_RST = str(summary_rst_path(".", PROFILE))  # the verdict summary the HTML report opens on
 PY = sys.executable
+
+report: "bench/report/assets/workflow.rst"
 
 wildcard_constraints:
     run_id="[0-9a-f]{12}",
@@ -76,10 +81,12 @@ rule claim:
 
 
 rule report:
-    """REPORT.md (quick and paper side by side) and the profile's summary table."""
+    """REPORT.md (quick and paper side by side), the profile's verdict summary (REPORT.rst, which
+    the HTML report's landing text includes) and its summary table."""
     output:
         REPORT,
         SUMMARY,
+        report(REPORT_RST, category="Verdicts", caption="bench/report/assets/summary.rst"),
     input:
         [str(claim_paths(".", PROFILE, claim)["json"]) for claim in PLANS],
     shell:

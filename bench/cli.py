@@ -19,16 +19,22 @@ import json
 import sys
 from pathlib import Path
 
+import methods
+from bench.claims.catalog import check_profile, get_claim, load_claims, plan_all
+from bench.claims.tune import parse_grid, tune
+from bench.claims.tuning import evaluation_spec, read_selection, select, selection_words
 from bench.core.errors import ClaimbenchError, ConfigError
+from bench.core.layout import run_dir
+from bench.core.spec import RunSpec, parse_scalar
+from bench.engine import data, train
+from bench.engine.methods import all_methods, get_method, resolve_hparams
+from bench.perf import run_benchmarks
+from bench.report.verdicts import evaluate_claim, write_report, write_summary
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "method.py.txt"
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from bench.claims.catalog import load_claims
-    from bench.engine import data
-    from bench.engine.methods import all_methods
-
     print("claims:")
     for claim in load_claims().values():
         print(f"  {claim.id:32s} [{claim.source.name}] {claim.spec['statement']}")
@@ -43,11 +49,6 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from bench.core.layout import run_dir
-    from bench.core.spec import RunSpec, parse_scalar
-    from bench.engine import train
-    from bench.engine.methods import get_method, resolve_hparams
-
     if args.spec:
         spec = RunSpec.from_json(args.spec)
     else:
@@ -75,8 +76,6 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_new_method(args: argparse.Namespace) -> None:
-    import methods
-
     name = args.name
     if not name.isidentifier() or name.startswith("_"):
         raise ConfigError(f"method name {name!r} must be a Python identifier (letters, digits, _), e.g. my_rws")
@@ -89,55 +88,54 @@ def cmd_new_method(args: argparse.Namespace) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    """Human-readable plan, or with --json one RunSpec per line for driving runs without Snakemake
-    (e.g. `... | xargs -P 4 -d '\\n' -n 1 python -m bench run --spec` on a machine without it)."""
-    from bench.claims.catalog import plan_all
-
+    """Human-readable plan, or with --json one RunSpec per line for driving the two stages without
+    Snakemake: `--stage tune` (the default) lists each label's base configuration, for `select`;
+    `--stage eval` the tuned evaluation runs, for `run` (after every selection exists)."""
     plans = [plan for plan in plan_all(args.profile) if not args.claims or plan.claim.id in args.claims]
+    results = Path(args.root) / "results"
     if args.json:
-        specs = {spec.run_id: spec for plan in plans for spec in plan.runs.values()}
+        specs = {}
+        for plan in plans:
+            for label, base in plan.runs.items():
+                spec = base if args.stage == "tune" else evaluation_spec(results, base, plan.claim.id, label)
+                specs[spec.run_id] = spec
         print("\n".join(spec.to_json() for spec in specs.values()))
         return
     for plan in plans:
         print(f"{plan.claim.id}:" + (f" {plan.unavailable}" if plan.unavailable else ""))
-        for label, spec in plan.runs.items():
-            print(f"  {spec.run_id}  {label:24s} {spec.method} {json.dumps(spec.hparams)}")
+        for label, base in plan.runs.items():
+            selection = read_selection(results, base)
+            tuned = f"-> {selection['eval_run_id']} {selection_words(selection)}" if selection else "(not tuned yet)"
+            print(f"  {base.run_id}  {label:24s} {base.method} {json.dumps(base.hparams)} {tuned}")
+
+
+def cmd_select(args: argparse.Namespace) -> None:
+    selection = select(RunSpec.from_json(args.spec), Path(args.results), threads=args.threads or 1)
+    print(f"{selection['base_run_id']} -> {selection['eval_run_id']}: {selection_words(selection)}")
 
 
 def cmd_verdict(args: argparse.Namespace) -> None:
-    from bench.claims.catalog import check_profile, get_claim
-    from bench.report.verdicts import evaluate_claim
-
     check_profile(args.profile)
     outcome = evaluate_claim(get_claim(args.claim), args.profile, Path(args.root))
     print(f"{args.claim} [{args.profile}]: {outcome['verdict']} -- {outcome['detail']}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from bench.claims.catalog import check_profile
-    from bench.report.verdicts import write_report, write_summary
-
     check_profile(args.profile)
     write_summary(Path(args.root), args.profile)
     print(f"wrote {write_report(Path(args.root), args.profile)}")
 
 
 def cmd_fetch(args: argparse.Namespace) -> None:
-    from bench.engine import data
-
     print(f"{args.dataset}: {data.fetch(args.dataset)}")
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    from bench.claims.tune import parse_grid, tune
-
     table = tune(args.claim, args.label, args.profile, args.updates, parse_grid(args.grid), args.jobs, Path(args.results))
     print(table.to_string(index=False))
 
 
 def cmd_perf(args: argparse.Namespace) -> None:
-    from bench.perf import run_benchmarks
-
     run_benchmarks(args.names, args.device, Path(args.out))
 
 
@@ -172,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "plan":
             s.add_argument("--claims", nargs="*", help="only these claim ids")
             s.add_argument("--json", action="store_true", help="one RunSpec JSON per line, each run once")
+            s.add_argument("--stage", choices=("tune", "eval"), default="tune",
+                           help="tune: each label's base configuration (for `select`); eval: the tuned runs (for `run`)")
+    c = sub.add_parser("select", help="equal-budget tuning of one base configuration (bench/claims/tuning.py)")
+    c.add_argument("--spec", required=True, help="a base RunSpec as JSON (plan --stage tune --json)")
+    c.add_argument("--results", default="results"), c.add_argument("--threads", type=int)
+    c.set_defaults(func=cmd_select)
     v = sub.add_parser("verdict", help="table, figure and verdict of one claim")
     v.add_argument("claim"), v.add_argument("--profile", default="quick"), v.add_argument("--root", default=".")
     v.set_defaults(func=cmd_verdict)

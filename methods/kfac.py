@@ -1,16 +1,16 @@
 """K-FAC: Kronecker-factored approximate curvature (Martens & Grosse, ICML 2015, arXiv 1503.05671),
 block-diagonal variant, with the setup of the authors' Matlab release (KFAC_demo_2.m,
-nnet_train_2.m; CLAIMS.md P1).
+nnet_train_2.m; the research notes P1).
 
 Each step, on a minibatch of B cases:
 
 1. Statistics: on the first ``stats_fraction`` x B cases (the code's ratio_sample = 1/8; the batch
    is a random draw, so these are too), targets t ~ p(t | x) are drawn from the model (the true
    Fisher, not the empirical one) and A_l = E[a~ a~^T], G_l = E[g g^T] enter running averages
-   with weight min(1 - 1/k, ``decay``) on the old value (maxfade_stats = 0.95).
-2. Inverses, refreshed at steps 1-3 and every ``inverse_every`` steps (T3 = 20), with factored
-   Tikhonov damping: (A + pi gamma I)^-1 and (G + gamma/pi I)^-1, pi the trace-norm ratio the
-   code uses (bench.curvature.pi_correction).
+   with weight min(1 - 1/t, ``decay``) on the old value at update t (maxfade_stats = 0.95).
+2. Inverses, refreshed at updates 1-3 and every ``inverse_every`` updates (T3 = 20), with factored
+   Tikhonov damping (Sec. 6.3): (A + pi gamma I)^-1 and (G + gamma/pi I)^-1, pi the trace-norm
+   ratio the code uses (bench.curvature.pi_correction).
 3. Proposal Delta = -G^-1 V A^-1 per layer, V = dh/d[W, b], h the minibatch objective with the
    weight cost eta = l2.
 
@@ -29,7 +29,7 @@ Each step, on a minibatch of B cases:
 ``adaptive: false`` is K-FAC as Benzing (2022) runs it: a constant learning rate ``lr``, constant
 damping lambda = ``damping`` with gamma = sqrt(lambda + eta), no momentum (his script's default).
 
-Not implemented (CLAIMS.md P1): the block-tridiagonal inverse (the code's default; the paper's
+Not implemented (the research notes P1): the block-tridiagonal inverse (the code's default; the paper's
 C1.2 ablation says it helps "somewhat"), iterate averaging, and the exponentially growing
 minibatch (the harness trains at a fixed batch size). Per replica: lambda, gamma, alpha, mu and
 every statistic; nothing is shared between seeds.
@@ -55,9 +55,15 @@ GAMMA_MAX = 1.0  # the code's gamma_max ("completely arbitrary ... use with caut
 
 @register("kfac", family="mlp", defaults={
     "adaptive": True, "lr": 1.0, "damping": 150.0, "decay": 0.95, "inverse_every": 20, "stats_fraction": 0.125,
-})
+}, tunable=("lr", "damping"))
 class KFAC(Method):
     model: MLP
+
+    @classmethod
+    def tuned_knobs(cls, hparams: dict[str, Any]) -> tuple[str, ...]:
+        """The adaptive method sets its own step (alpha, mu) and adapts lambda from its start, so
+        only the initial damping is searched; the fixed variant searches lr and damping."""
+        return ("damping",) if hparams["adaptive"] else cls.tunable
 
     def __init__(self, model: MLP, **hparams: Any):
         super().__init__(model, **hparams)
@@ -67,7 +73,7 @@ class KFAC(Method):
         self.factors = C.RunningAverage(self.decay)
         self.inverses: list[tuple[Tensor, Tensor]] = []
         self.previous: list[Tensor] | None = None
-        self.k = 0
+        self.updates = 0  # updates made so far: the t that T1, T2 and T3 count
 
     def _inverses(self, factors: list[Tensor], gamma: Tensor) -> list[tuple[Tensor, Tensor]]:
         n = len(factors) // 2
@@ -77,32 +83,32 @@ class KFAC(Method):
         """delta = alpha Delta + mu delta_prev minimising M in span{Delta, delta_prev}; returns
         (delta, M(delta)) per replica."""
         dirs = [proposal] if self.previous is None else [proposal, self.previous]
-        k = len(dirs)
+        n = len(dirs)
         gram = torch.stack([torch.stack([C.inner(u, v) for v in dirs], -1) for u in dirs], -2)
         curv = (C.ggn_gram(self.model, x, dirs) + (self.lam + self.model.l2).view(-1, 1, 1) * gram).double()
         b = torch.stack([C.inner(grad, d) for d in dirs], -1).double()
-        ridge = 1e-10 * curv.diagonal(dim1=-2, dim2=-1).mean(-1).view(-1, 1, 1) * torch.eye(k, dtype=curv.dtype, device=curv.device)
+        ridge = 1e-10 * curv.diagonal(dim1=-2, dim2=-1).mean(-1).view(-1, 1, 1) * torch.eye(n, dtype=curv.dtype, device=curv.device)
         coef = -torch.linalg.solve_ex(curv + ridge, b)[0]  # ridge: Delta may be parallel to delta_prev
         dtype = proposal[0].dtype
         value = (0.5 * (coef * b).sum(-1)).to(dtype)  # M at its minimiser: 1/2 coef . b
         coef = coef.to(dtype)
-        delta = [sum(coef[:, i].view(-1, 1, 1) * dirs[i][l] for i in range(k)) for l in range(len(proposal))]
+        delta = [sum(coef[:, i].view(-1, 1, 1) * dirs[i][l] for i in range(n)) for l in range(len(proposal))]
         return delta, value
 
     def _gamma_candidates(self) -> list[Tensor]:
-        if self.k % GAMMA_EVERY:
+        if self.updates % GAMMA_EVERY:
             return [self.gamma]
         step = math.sqrt(DROP) ** GAMMA_EVERY
         low = (self.gamma * step).clamp_min(math.sqrt(self.model.l2))
         return [low, self.gamma, (self.gamma / step).clamp_max(GAMMA_MAX)]
 
     def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
-        self.k += 1
+        self.updates += 1
         m = max(1, round(self.stats_fraction * x.shape[1]))
         stats = C.sampled_statistics(self.model, x[:, :m])
         factors = self.factors.update([C.second_moment(a) for a in stats.inputs] + [C.second_moment(g) for g in stats.grads])
         h, grad, _ = C.objective_gradient(self.model, x, y)
-        refresh = self.k <= FIRST_REFRESHES or self.k % self.inverse_every == 0
+        refresh = self.updates <= FIRST_REFRESHES or self.updates % self.inverse_every == 0
 
         if not self.adaptive:
             if refresh:
@@ -130,7 +136,7 @@ class KFAC(Method):
         value = choose([t[3] for t in trials])
         C.apply_update(self.model, delta)
         self.previous = delta
-        if self.k % LAMBDA_EVERY == 0:
+        if self.updates % LAMBDA_EVERY == 0:
             with torch.no_grad():
                 h_new = self.model.objective(x, y)
             rho = torch.where(h_new > h, -torch.inf, (h - h_new) / -value)

@@ -31,13 +31,14 @@ from torch import Tensor
 
 from bench.estimators.meanfield import bound, infer, sample_log_weights
 from bench.models.helmholtz import HelmholtzMachine
-from bench.nn.optim import make_optimizer
+from bench.nn.optim import OPTIMIZERS, make_optimizer
 from bench.workloads.method import LogWeightFn, Method, register
 
 EVAL_CHUNK = 250  # examples per E-step at evaluation, bounding the (R, B, C, P) tensors
 
 
-@register("meanfield_sbn", family="helmholtz", defaults={"lr": 1e-3, "optimizer": "adam", "iterations": 20})
+@register("meanfield_sbn", family="helmholtz", defaults={"lr": 1e-3, "optimizer": "adam", "iterations": 20},
+          choices={"optimizer": OPTIMIZERS})
 class MeanFieldSBN(Method):
     model: HelmholtzMachine
 

@@ -23,7 +23,7 @@ from bench.models.mlp import MLP
 from bench.workloads.method import Method, register
 
 
-@register("ngd", family="mlp", defaults={"lr": 1.0, "damping": 1.0})
+@register("ngd", family="mlp", defaults={"lr": 1.0, "damping": 1.0}, tunable=("lr", "damping"))
 class NGD(Method):
     model: MLP
 

@@ -72,5 +72,6 @@ def test_profile_label_model_wins(tmp_path, data_dir):
 
 @pytest.mark.parametrize("bad", ["{layerz: [180, 20]}", "{family: vae}"])
 def test_label_model_keys_are_checked(tmp_path, bad):
-    with pytest.raises(ConfigError, match=r"unknown key '(layerz|family)' in toy.yaml, claim 'toy': model of 'large'"):
+    with pytest.raises(ConfigError, match=r"toy.yaml, claim 'toy', label 'large': unknown key '(layerz|family)' for "
+                                          r"family 'helmholtz' in methods.large.model"):
         _claims(tmp_path, label_model=bad)

@@ -299,7 +299,7 @@ def test_replicas_share_nothing(name, hp):
 
 
 def test_running_average_weights():
-    """eps_k = min(1 - 1/k, decay): the first estimates are plain means, then an EMA."""
+    """eps = min(1 - 1/t, decay) at update t: the first estimates are plain means, then an EMA."""
     avg = C.RunningAverage(0.5)
     values = [torch.tensor(v) for v in (1.0, 3.0, 8.0)]
     out = [avg.update([v])[0].item() for v in values]

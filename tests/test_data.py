@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import http.server
 import shutil
+import threading
 
 import numpy as np
 import pytest
 
-from bench.core.errors import ChecksumMismatch
+from bench.core.errors import ChecksumMismatch, DatasetNotFound
 from bench.engine import data
 
 
@@ -62,3 +66,78 @@ def test_search_path_env_entries_first(monkeypatch, tmp_path):
 def test_omniglot_is_registered_with_url_and_checksum():
     spec = data.get_spec("omniglot")
     assert spec.originals[0].url.endswith("chardata.mat") and spec.originals[0].md5
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A folder served over HTTP on localhost (no network needed): yields (folder, base URL)."""
+    folder = tmp_path / "upstream"
+    folder.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    thread.join()
+
+
+def _frey_from(monkeypatch, tmp_path, url: str) -> None:
+    """frey_faces with its original at `url`, nothing on the search path, data/ in tmp_path/cache."""
+    spec = data.get_spec("frey_faces")
+    monkeypatch.setitem(data.DATASETS, "frey_faces",
+                        dataclasses.replace(spec, originals=(dataclasses.replace(spec.originals[0], url=url),)))
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("CLAIMBENCH_DATA", str(tmp_path / "empty"))
+    monkeypatch.setattr(data, "PROJECT_DATA", tmp_path / "cache")
+
+
+def test_download_is_verified_and_converted_into_data(tmp_path, monkeypatch, data_dir, served):
+    """A missing original is downloaded (pooch) into data/orig, checked against its registered
+    sha256, converted and cached; a second load reads the cache without downloading."""
+    folder, base = served
+    shutil.copy(data_dir / "orig" / "frey_rawface.mat", folder / "frey_rawface.mat")
+    _frey_from(monkeypatch, tmp_path, base + "frey_rawface.mat")
+    ds = data.load("frey_faces")
+    with np.load(data_dir / "frey_faces.npz") as z:
+        np.testing.assert_array_equal(ds.x["all"], z["x"])
+    assert (tmp_path / "cache" / "orig" / "frey_rawface.mat").is_file()
+    assert ds.path == tmp_path / "cache" / "frey_faces.npz"
+    (folder / "frey_rawface.mat").unlink()
+    assert data.load("frey_faces").path == ds.path
+
+
+def test_corrupt_download_is_refused_and_deleted(tmp_path, monkeypatch, data_dir, served):
+    folder, base = served
+    blob = bytearray((data_dir / "orig" / "frey_rawface.mat").read_bytes())
+    blob[1000] ^= 0xFF
+    (folder / "frey_rawface.mat").write_bytes(bytes(blob))
+    _frey_from(monkeypatch, tmp_path, base + "frey_rawface.mat")
+    with pytest.raises(ChecksumMismatch, match=r"frey_rawface.mat from http://127.0.0.1:\d+/frey_rawface.mat: .*hash"):
+        data.load("frey_faces")
+    assert not list((tmp_path / "cache").rglob("frey_rawface*"))
+    assert not (tmp_path / "cache" / "frey_faces.npz").exists()
+
+
+def test_failed_download_names_places_urls_and_variable(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(data.pooch, "retrieve", offline)
+    _frey_from(monkeypatch, tmp_path, "https://cs.nyu.edu/~roweis/data/frey_rawface.mat")
+    with pytest.raises(DatasetNotFound) as err:
+        data.load("frey_faces")
+    for needle in ("frey_faces", str(tmp_path / "empty"), str(tmp_path / "cache"), "frey_rawface.mat",
+                   "https://cs.nyu.edu/~roweis/data/frey_rawface.mat", "CLAIMBENCH_DATA", "network is unreachable"):
+        assert needle in str(err.value)
+
+
+def test_http_error_is_dataset_not_found(tmp_path, monkeypatch, served):
+    _, base = served  # the folder is empty: the server answers 404
+    _frey_from(monkeypatch, tmp_path, base + "frey_rawface.mat")
+    with pytest.raises(DatasetNotFound, match="404"):
+        data.load("frey_faces")

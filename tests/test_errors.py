@@ -16,7 +16,6 @@ from bench.core.errors import (
     ChecksumMismatch,
     ConfigError,
     DatasetNotFound,
-    UnknownName,
 )
 from bench.core.spec import RunSpec
 from bench.engine import data, train
@@ -44,17 +43,20 @@ def test_valid_toy_claim_loads(tmp_path):
 
 
 def test_unknown_method_in_claim_lists_known_ones(tmp_path):
-    with pytest.raises(UnknownName, match=r"unknown method 'nope'; known methods: .*rws.*ws"):
+    with pytest.raises(ConfigError, match=r"toy.yaml, claim 'toy', label 'A': methods.A.method = 'nope': "
+                                          r"unknown method 'nope'; known methods: .*rws.*ws"):
         load_claims(_claims(tmp_path, methods="A: {method: nope}\n    B: {method: ws}"))
 
 
 def test_unknown_hyperparameter_names_key_and_allowed_keys(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown key 'kk' in hyper-parameters of method 'rws'; allowed keys: k, lr"):
+    with pytest.raises(ConfigError, match=r"toy.yaml, claim 'toy', label 'A': unknown hyper-parameter 'kk' of method "
+                                          r"'rws' in methods.A \(value 5\); allowed keys: k, lr"):
         load_claims(_claims(tmp_path, methods="A: {method: rws, kk: 5}\n    B: {method: ws}"))
 
 
 def test_unknown_profile_key(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown key 'epoks' in toy.yaml, claim 'toy': profile quick; allowed keys: .*epochs"):
+    with pytest.raises(ConfigError, match=r"toy.yaml, claim 'toy': unknown key 'epoks' in profiles.quick \(value 3\); "
+                                          r"allowed keys: .*epochs"):
         load_claims(_claims(tmp_path, extra=", epoks: 3"))
 
 
@@ -67,7 +69,7 @@ def test_missing_dataset_names_places_url_and_env_var(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(data.pooch, "retrieve", offline)
     with pytest.raises(DatasetNotFound) as err:
         data.load("binarized_mnist")
     msg = str(err.value)

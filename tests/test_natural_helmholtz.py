@@ -7,7 +7,7 @@ import itertools
 
 import torch
 
-from bench.curvature.sbn import fisher_blocks
+from bench.curvature.sbn import MAX_DAMPING, HelmholtzFisher, fisher_blocks
 from bench.engine.methods import get_method
 from bench.estimators.sbn import (
     bihm_log_likelihood,
@@ -70,15 +70,15 @@ def _dense_natural(grad_w, grad_b, parents, probs, damping, clip):
 
 def test_nrws_step_is_the_dense_natural_gradient_of_the_rws_gradient(tiny_hm):
     """One NRWS step with plain SGD (lr 1) moves every layer by (1+a)(F+aI)^{-1} g, where g is the
-    RWS gradient of the same draw and F is built densely from the same samples the method uses."""
+    gradient of RWS with the same (joint) phases, rws_joint, on the same draw and F is built densely from the same samples the method uses."""
     x = torch.tensor([[[1, 0, 1, 1, 0], [0, 0, 1, 0, 1], [1, 1, 1, 0, 0]]], dtype=torch.float64)
-    hp = dict(k=4, lr=1.0, optimizer="sgd", q_updates="wake+sleep", sleep_every=0, q_baseline=True)
+    hp = dict(k=4, lr=1.0, optimizer="sgd", q_baseline=True)
     nat_model, plain_model = copy.deepcopy(tiny_hm), copy.deepcopy(tiny_hm)
     before = {n: p.detach().clone() for n, p in tiny_hm.named_parameters()}
     torch.manual_seed(7)
     get_method("nrws")(nat_model, damping=0.05, fisher_every=1, clip=1e-3, **hp).step(x)
     torch.manual_seed(7)  # replay the same draws: RWS's gradient, then the dreams NRWS fits p's Fisher on
-    rws = get_method("rws")(plain_model, **hp)
+    rws = get_method("rws_joint")(plain_model, **hp)
     state, _ = plain_model.sample_q(x, 4)
     torch.manual_seed(7)
     rws.step(x)
@@ -103,10 +103,70 @@ def test_nrws_step_is_the_dense_natural_gradient_of_the_rws_gradient(tiny_hm):
 def test_natural_step_differs_from_plain_step(tiny_hm):
     """Guard against a silently skipped preconditioner: small damping changes the update."""
     x = torch.tensor([[[1, 0, 1, 1, 0], [0, 0, 1, 0, 1]]], dtype=torch.float64)
-    hp = dict(k=4, lr=1.0, optimizer="sgd", q_updates="wake+sleep", sleep_every=0, q_baseline=True)
+    hp = dict(k=4, lr=1.0, optimizer="sgd", q_baseline=True)
     a, b = copy.deepcopy(tiny_hm), copy.deepcopy(tiny_hm)
     torch.manual_seed(3)
     get_method("nrws")(a, damping=0.05, fisher_every=1, clip=1e-3, **hp).step(x)
     torch.manual_seed(3)
-    get_method("rws")(b, **hp).step(x)
+    get_method("rws_joint")(b, **hp).step(x)
     assert (a.generative[0].weight - b.generative[0].weight).abs().max() > 1e-2
+
+
+def test_nbihm_step_is_the_natural_gradient_of_the_bihm_step(tiny_hm):
+    """One NBiHM step (SGD, lr 1) = BiHM's gradient of the same draw, preconditioned by a
+    HelmholtzFisher fitted on the same wake samples and the dreams drawn right after BiHM's draw."""
+    x = torch.tensor([[[1, 0, 1, 1, 0], [0, 0, 1, 0, 1], [1, 1, 1, 0, 0]]], dtype=torch.float64)
+    hp = dict(k=4, lr=1.0, optimizer="sgd")
+    nat_model, plain_model = copy.deepcopy(tiny_hm), copy.deepcopy(tiny_hm)
+    torch.manual_seed(5)
+    get_method("nbihm")(nat_model, damping=0.05, fisher_every=1, clip=1e-3, **hp).step(x)
+    torch.manual_seed(5)
+    state, _ = plain_model.sample_q(x, 4)
+    torch.manual_seed(5)
+    get_method("bihm")(plain_model, **hp).step(x)  # leaves BiHM's gradient g on plain_model's .grad
+    ref = copy.deepcopy(tiny_hm)  # the parameters before the step, which NBiHM fits its Fisher at
+    for p, g in zip(ref.parameters(), plain_model.parameters()):
+        p.grad = g.grad.clone()
+    HelmholtzFisher(ref, 4, 0.05, 1, 1e-3).precondition(state, 0)  # its dreams: the draw after BiHM's, as in NBiHM
+    for (n, p), q, r in zip(tiny_hm.named_parameters(), nat_model.parameters(), ref.parameters()):
+        torch.testing.assert_close(p.detach() - q.detach(), r.grad, msg=lambda m: f"{n}: {m}")  # SGD lr 1: -P(g)
+    assert max((q - pl).abs().max().item() for q, pl in zip(nat_model.parameters(), plain_model.parameters())) > 1e-2
+
+
+def test_helmholtz_fisher_refits_every_fisher_every_updates(tiny_hm):
+    """Fitted at update 0, then at every multiple of fisher_every, once per update (0 = every update);
+    each fit draws K x B dreams, so the schedule is visible in the random stream."""
+    x = torch.tensor([[[1, 0, 1, 1, 0], [0, 0, 1, 0, 1]]], dtype=torch.float64)
+    state, _ = tiny_hm.sample_q(x, 3)
+    for every, expected in ((3, [0, 3, 6]), (0, list(range(8))), (1, list(range(8)))):
+        fisher = HelmholtzFisher(tiny_hm, 3, 0.05, every, 1e-3)
+        fitted = []
+        for update in range(8):
+            for p in tiny_hm.parameters():
+                p.grad = torch.ones_like(p)
+            if fisher.due(update):
+                fitted.append(update)
+            fisher.precondition(state, update)
+            assert fisher.fitted_at == (fitted[-1] if fitted else -1)
+            assert not fisher.due(update)  # a second call within one update reuses the blocks
+        assert fitted == expected, (every, fitted)
+    for p in tiny_hm.parameters():
+        p.grad = None
+
+
+def test_helmholtz_fisher_leaves_gradients_alone_above_max_damping(tiny_hm):
+    x = torch.tensor([[[1, 0, 1, 1, 0], [0, 0, 1, 0, 1]]], dtype=torch.float64)
+    state, _ = tiny_hm.sample_q(x, 3)
+    grads = {n: torch.randn_like(p) for n, p in tiny_hm.named_parameters()}
+    for n, p in tiny_hm.named_parameters():
+        p.grad = grads[n].clone()
+    rng = torch.get_rng_state()
+    HelmholtzFisher(tiny_hm, 3, MAX_DAMPING * 1.1, 1, 1e-3).precondition(state, 0)
+    assert torch.equal(rng, torch.get_rng_state())  # nothing fitted: no dreams drawn
+    for n, p in tiny_hm.named_parameters():
+        assert torch.equal(p.grad, grads[n])
+    HelmholtzFisher(tiny_hm, 3, 0.05, 1, 1e-3).precondition(state, 0)
+    assert not torch.equal(rng, torch.get_rng_state())
+    assert any(not torch.equal(p.grad, grads[n]) for n, p in tiny_hm.named_parameters())
+    for p in tiny_hm.parameters():
+        p.grad = None

@@ -17,8 +17,8 @@ from bench.estimators.amortization import active_units, amortization_gaps
 from bench.estimators.importance import importance_log_likelihood
 from bench.models.dlgm import DLGM
 from bench.models.vae import VAE
+from bench.nn.optim import ascent_step, iwae_learning_rate
 from bench.workloads import workload_for
-from methods.vae import iwae_learning_rate
 
 
 class LinearGaussian(nn.Module):
@@ -208,6 +208,35 @@ def test_iwae_schedule_follows_the_official_checkpoints():
             assert iwae_learning_rate(1e-3, epoch) == pytest.approx(expected), (i, epoch)
         start += 3 ** (i - 1)
     assert start == 3280 and iwae_learning_rate(1e-3, 5000) == pytest.approx(1e-4)
+
+
+def test_ascent_step_sets_the_iwae_rate_and_decays_only_the_given_parameters():
+    """ascent_step: lr from the IWAE schedule at examples / epoch_size, then one SGD step up
+    objective - weight_decay * B/2 * ||theta||^2 per replica, the prior on `decayed` only."""
+    theta = nn.Parameter(torch.tensor([[1.0, -2.0], [3.0, 0.5]], dtype=torch.float64))  # (R, 2): decayed
+    phi = nn.Parameter(torch.tensor([[0.5], [-1.0]], dtype=torch.float64))  # (R, 1): not decayed
+    opt = torch.optim.SGD([theta, phi], lr=123.0)
+    objective = (theta.sum(1) * phi[:, 0]) * 4  # (R,), e.g. a sum over B = 4 examples
+    lr, wd, b = 1e-3, 0.1, 4
+    rate = iwae_learning_rate(lr, 100 / 40)  # 2.5 epochs: stage 1
+    assert rate == pytest.approx(7.2e-4)  # 1e-4 * round(10^(6/7), 1)
+    expected_theta = theta.detach() + rate * (4 * phi.detach() - wd * b * theta.detach())
+    expected_phi = phi.detach() + rate * 4 * theta.detach().sum(1, keepdim=True)
+    ascent_step(opt, objective, b, lr=lr, schedule="iwae", examples=100, epoch_size=40, weight_decay=wd,
+                decayed=[theta])
+    assert opt.param_groups[0]["lr"] == rate
+    torch.testing.assert_close(theta.detach(), expected_theta)
+    torch.testing.assert_close(phi.detach(), expected_phi)
+
+
+@pytest.mark.parametrize("name", ["vae", "iwae", "dlgm", "ws_continuous"])
+def test_schedule_hyper_parameters_are_validated(name):
+    model = (DLGM if name == "dlgm" else VAE)([10, 3], [[6]], seeds=[0])
+    with pytest.raises(ValueError, match="schedule 'cosine'"):
+        _method(name, model, schedule="cosine")
+    with pytest.raises(ValueError, match="needs epoch_size"):
+        _method(name, model, schedule="iwae")
+    _method(name, model, schedule="iwae", epoch_size=100)
 
 
 def test_replicas_do_not_interact():

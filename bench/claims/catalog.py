@@ -23,6 +23,9 @@ own ``model:`` keys (not the family), e.g. ``VAE z=5: {method: vae, model: {laye
 compare model variants in one claim; the most specific setting wins: claim model < profile model <
 the label's model < the profile's model for that label. The `smoke` profile is
 derived from `quick` with SMOKE overrides (tiny; used by the tests and CI to exercise the workflow).
+
+What a claim may contain, and each value's type and range, is bench/claims/schema.py (pydantic
+models); a bad key or value is a one-line ConfigError when the claims load, never a traceback in a run.
 """
 
 from __future__ import annotations
@@ -30,35 +33,21 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bench.core.errors import ConfigError, check_keys, unknown
+from bench.claims.schema import validate_claim
+from bench.core.errors import ConfigError, unknown
 from bench.core.spec import RunSpec
 from bench.engine import data
 from bench.engine.methods import get_method, resolve_hparams, source_files
-from bench.models import model_keys
 
 CLAIMS_DIR = Path(__file__).resolve().parent  # the YAML files live beside this module
 PROFILES = ("quick", "paper", "smoke")
-PRIMARY_PROVENANCE = {"V", "src"}  # numbers read in a primary source: may be pass/fail thresholds
-PROVENANCE = PRIMARY_PROVENANCE | {"R", "R?", "NF"}
-RULES = {
-    "better": {"pairs", "margin"},
-    "ordering": {"order", "margin"},
-    "faster_to_target": {"pairs", "tolerance", "x", "split"},
-    "within_paper": {"method", "tolerance"},
-    "threshold": {"method", "value"},
-}
 DATA_KEYS = {"transform", "labels", "holdout"}  # how the claim's dataset is read, next to `dataset`
-CLAIM_KEYS = {"id", "paper", "statement", "dataset", "model", "methods", "metric", "verdict", "paper_numbers",
-              "profiles", "notes", "figure"} | DATA_KEYS
-RUN_KEYS = {f.name for f in fields(RunSpec)} - {"profile", "dataset", "model", "method", "hparams"} - DATA_KEYS
-X_AXES = {"epoch", "step", "examples", "train_seconds"}
-PROFILE_KEYS = RUN_KEYS | {"model", "methods"}
 SMOKE = {"seeds": [0, 1], "epochs": 2, "train_subset": 300, "batch_size": 50, "eval_every": 1,
          "eval_k": 5, "eval_subset": 50, "final_eval_k": 20}
 
@@ -104,65 +93,42 @@ class ClaimPlan:
 
 
 # --------------------------------------------------------------------------- loading and validation
-def _validate(spec: dict[str, Any], where: str) -> None:
-    check_keys(where, spec, CLAIM_KEYS)
-    for key in ("id", "statement", "dataset", "model", "methods", "verdict", "profiles"):
-        if key not in spec:
-            raise ConfigError(f"{where}: missing required key {key!r}")
-    data.get_spec(spec["dataset"])
-    family = spec["model"].get("family")
-    check_keys(f"{where}: model", set(spec["model"]) - {"family"}, model_keys(family))
-    for label, entry in spec["methods"].items():
-        entry = entry or {}
-        cls = get_method(entry.get("method", label))
-        if cls.family != family:
-            raise ConfigError(f"{where}: method {cls.name!r} trains {cls.family!r} models, the claim's model is {family!r}")
-        check_keys(f"{where}: model of {label!r}", entry.get("model", {}), model_keys(family))
-        resolve_hparams(cls, {k: v for k, v in entry.items() if k not in ("method", "model")})
-    check_keys(f"{where}: figure", spec.get("figure", {}), {"x", "yscale"})
-    if spec.get("figure", {}).get("yscale", "linear") not in ("linear", "log"):
-        raise ConfigError(f"{where}: figure yscale must be 'linear' or 'log'")
-    for x in spec.get("figure", {}).get("x", []):
-        if x not in X_AXES:
-            raise ConfigError(f"{where}: figure x-axis {x!r}; use any of {sorted(X_AXES)}")
-    rule = spec["verdict"].get("rule")
-    if rule not in RULES:
-        raise unknown("verdict rule", str(rule), RULES)
-    check_keys(f"{where}: verdict", set(spec["verdict"]) - {"rule"}, RULES[rule])
-    labels = set(spec["methods"])
-    v = spec["verdict"]
-    named = [x for pair in v.get("pairs", []) for x in pair] + v.get("order", []) + ([v["method"]] if "method" in v else [])
-    for label in named:
-        if label not in labels:
-            raise ConfigError(f"{where}: verdict names {label!r}, which is not one of the claim's methods: {sorted(labels)}")
-    for number in spec.get("paper_numbers", []):
-        check_keys(f"{where}: paper_numbers", number, {"method", "value", "provenance", "source", "note"})
-        if number.get("provenance") not in PROVENANCE:
-            raise ConfigError(f"{where}: paper number provenance {number.get('provenance')!r}; use one of {sorted(PROVENANCE)}")
-    if rule == "within_paper" and not any(
-        n.get("method") == v["method"] and n["provenance"] in PRIMARY_PROVENANCE for n in spec.get("paper_numbers", [])
-    ):
-        raise ConfigError(f"{where}: within_paper needs a paper number read in a primary source (provenance V or src)")
-    for name, prof in spec["profiles"].items():
-        if name not in ("quick", "paper"):
-            raise ConfigError(f"{where}: profile {name!r}; claims define 'quick' and 'paper'")
-        check_keys(f"{where}: profile {name}", prof, PROFILE_KEYS)
-        for label, entry in prof.get("methods", {}).items():
-            if label not in labels:
-                raise ConfigError(f"{where}: profile {name} overrides unknown method label {label!r}")
-            check_keys(f"{where}: profile {name}: model of {label!r}", (entry or {}).get("model", {}), model_keys(family))
+def _validate(spec: Any, where: str) -> None:
+    """Check one claim against the schema (bench/claims/schema.py): a ConfigError names `where`
+    (file and claim), the label, the key, the bad value and what is allowed."""
+    validate_claim(spec, where)
+
+
+def _read(path: Path) -> list[Any]:
+    """A claim file's list of claims (an empty file has none)."""
+    try:
+        specs = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path.name}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if specs is None:
+        return []
+    if not isinstance(specs, list):
+        raise ConfigError(f"{path.name}: expected a YAML list of claims ('- id: ...'), got a {type(specs).__name__}")
+    return specs
 
 
 def load_claims(claims_dir: Path = CLAIMS_DIR) -> dict[str, Claim]:
-    """Every claim of every YAML file, validated; ids must be unique."""
+    """Every claim of every YAML file, validated; ids must be unique, and there must be some."""
     claims: dict[str, Claim] = {}
-    for path in sorted(Path(claims_dir).glob("*.yaml")):
-        for i, spec in enumerate(yaml.safe_load(path.read_text()) or []):
-            where = f"{path.name}, claim {spec.get('id', i)!r}"
+    paths = sorted(Path(claims_dir).glob("*.yaml"))
+    for path in paths:
+        for i, spec in enumerate(_read(path)):
+            named = isinstance(spec, dict) and isinstance(spec.get("id"), str)
+            where = f"{path.name}, claim {spec['id']!r}" if named else f"{path.name}, claim #{i + 1}"
             _validate(spec, where)
             if spec["id"] in claims:
                 raise ConfigError(f"{where}: duplicate claim id (also in {claims[spec['id']].source.name})")
             claims[spec["id"]] = Claim(spec["id"], spec, path)
+    if not claims:
+        found = (f"its files {', '.join(p.name for p in paths)} hold no claims" if paths else
+                 "it has no *.yaml files" if Path(claims_dir).is_dir() else "it does not exist")
+        raise ConfigError(f"no claims in {claims_dir}: expected *.yaml files there, each a YAML list of claims "
+                          f"('- id: ...', see bench/claims/rws.yaml), but {found}")
     return claims
 
 

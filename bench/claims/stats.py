@@ -116,7 +116,19 @@ def _fmt(x: float) -> str:
     return f"{x:+.2f}" if np.isfinite(x) else "n/a"
 
 
-def _better(finals: pd.DataFrame, pairs: list[list[str]], margin: float, sign: float) -> tuple[str, str, list]:
+def _unconverged_veto(decision: str, a: str, b: str, unconverged: frozenset[str]) -> str | None:
+    """Why a pair's decision cannot stand on unconverged runs: a win over a baseline that was
+    still improving, or a loss of a method that was still improving (DESIGN.md, "Health and
+    convergence"); None when it can."""
+    if decision == "reproduced" and b in unconverged:
+        return f"not converged: {b} was still improving"
+    if decision == "not reproduced" and a in unconverged:
+        return f"not converged: {a} was still improving"
+    return None
+
+
+def _better(finals: pd.DataFrame, pairs: list[list[str]], margin: float, sign: float,
+            unconverged: frozenset[str] = frozenset()) -> tuple[str, str, list]:
     decisions, details, numbers = [], [], []
     for a, b in pairs:
         va = sign * finals[finals.label == a].value.to_numpy()
@@ -127,9 +139,10 @@ def _better(finals: pd.DataFrame, pairs: list[list[str]], margin: float, sign: f
             continue
         d, lo, hi = bootstrap_two(va, vb, np.subtract)
         decision = "reproduced" if d > margin and lo > 0 else "not reproduced" if hi < margin else "inconclusive"
-        decisions.append(decision)
+        veto = _unconverged_veto(decision, a, b, unconverged)
+        decisions.append("inconclusive" if veto else decision)
         numbers.append({"a": a, "b": b, "diff": d, "lo": lo, "hi": hi})
-        details.append(f"{a} − {b} = {_fmt(d)} [{_fmt(lo)}, {_fmt(hi)}] (margin {margin:g})")
+        details.append(f"{a} − {b} = {_fmt(d)} [{_fmt(lo)}, {_fmt(hi)}] (margin {margin:g})" + (f", {veto}" if veto else ""))
     return _combine(decisions), "; ".join(details), numbers
 
 
@@ -143,7 +156,8 @@ def _first_reach(curve: pd.DataFrame, label: str, target: float, x: str, sign: f
     return np.array(xs), np.array(hit, dtype=bool)
 
 
-def _faster_pair(curve: pd.DataFrame, a: str, b: str, v: dict[str, Any], sign: float) -> tuple[str, str, dict]:
+def _faster_pair(curve: pd.DataFrame, a: str, b: str, v: dict[str, Any], sign: float,
+                 unconverged: frozenset[str] = frozenset()) -> tuple[str, str, dict]:
     """A seed of b that never reaches the target counts with its whole budget (a lower bound on its
     time to target, which favours b); a seed of a that never reaches it counts as a miss."""
     x = v.get("x", "epoch")
@@ -156,16 +170,21 @@ def _faster_pair(curve: pd.DataFrame, a: str, b: str, v: dict[str, Any], sign: f
     unit = {"train_seconds": "s", "epoch": "epochs", "step": "updates"}.get(x, x)
     detail = f"{a} vs {b}: target {target:.2f} ({b}'s best − {v.get('tolerance', 0.0):g}), reached by {a} in {hit_a.sum()}/{len(xa)} seeds"
     if hit_a.sum() * 2 < len(xa):
+        if a in unconverged:
+            return "inconclusive", detail + f", not converged: {a} was still improving", {"a": a, "b": b, "x": x, "ratio": None}
         return "not reproduced", detail, {"a": a, "b": b, "x": x, "ratio": None}
     ratio, lo, hi = bootstrap_two(xa[hit_a], xb, np.divide)
     detail += f", {xa[hit_a].mean():.3g} vs {xb.mean():.3g} {unit}, ratio {ratio:.2f} [{lo:.2f}, {hi:.2f}]"
     decision = "reproduced" if hit_a.all() and hi < 1 else "not reproduced" if lo >= 1 else "inconclusive"
+    if b in unconverged and decision != "inconclusive":  # the target is the last value of a climbing curve
+        decision, detail = "inconclusive", detail + f", not converged: {b}'s best is a value it was still improving on"
     return decision, detail, {"a": a, "b": b, "x": x, "ratio": ratio, "lo": lo, "hi": hi}
 
 
-def _faster(curves: pd.DataFrame, v: dict[str, Any], metric: dict[str, Any], sign: float) -> tuple[str, str, list]:
+def _faster(curves: pd.DataFrame, v: dict[str, Any], metric: dict[str, Any], sign: float,
+            unconverged: frozenset[str] = frozenset()) -> tuple[str, str, list]:
     curve = curve_rows(curves, v.get("split", metric["split"]), metric["name"])
-    outcomes = [_faster_pair(curve, a, b, v, sign) for a, b in v["pairs"]]
+    outcomes = [_faster_pair(curve, a, b, v, sign, unconverged) for a, b in v["pairs"]]
     return (_combine([o[0] for o in outcomes]), "; ".join(o[1] for o in outcomes),
             [o[2] for o in outcomes if o[2]])
 
@@ -195,19 +214,21 @@ def _threshold(finals: pd.DataFrame, v: dict[str, Any], sign: float) -> tuple[st
 
 
 def verdict(curves: pd.DataFrame, rule: dict[str, Any], metric: dict[str, Any], paper_numbers: list[dict],
-            profile: str) -> dict[str, Any]:
-    """Evaluate a claim's verdict rule on the curves (with a `label` column)."""
+            profile: str, unconverged: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Evaluate a claim's verdict rule on the curves (with a `label` column). `unconverged`: labels
+    with a seed whose curve had not converged (bench.claims.convergence); comparisons that would
+    stand on them read inconclusive."""
     sign = 1.0 if metric["higher_is_better"] else -1.0
     finals = final_values(curves, metric)
     name = rule["rule"]
     if name == "better":
-        decision, detail, numbers = _better(finals, rule["pairs"], rule.get("margin", 0.0), sign)
+        decision, detail, numbers = _better(finals, rule["pairs"], rule.get("margin", 0.0), sign, unconverged)
     elif name == "ordering":
         order = rule["order"]
         decision, detail, numbers = _better(finals, [[order[i], order[i + 1]] for i in range(len(order) - 1)],
-                                            rule.get("margin", 0.0), sign)
+                                            rule.get("margin", 0.0), sign, unconverged)
     elif name == "faster_to_target":
-        decision, detail, numbers = _faster(curves, rule, metric, sign)
+        decision, detail, numbers = _faster(curves, rule, metric, sign, unconverged)
     elif name == "threshold":
         decision, detail, numbers = _threshold(finals, rule, sign)
     else:

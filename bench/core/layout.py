@@ -9,6 +9,7 @@ Under the project root (``root``), for a profile P::
     results/P/tables/<claim>.csv                      its per-method table
     figures/P/<claim>.png                             its figure
     results/P/summary.parquet                         every finished run's curve rows
+    results/P/tuning/<base-run-id>.json              a label's equal-budget tuning (bench.claims.tuning)
     results/P/tuning/<claim>--<label>.csv             a tuning table; its runs in tuning/runs/
     results/REPORT.md                                 quick and paper side by side
     results/P/REPORT.md                               any other profile (smoke)
@@ -23,6 +24,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout: bench/, methods/, results/, data/
 MAIN_PROFILES = ("quick", "paper")  # shown side by side in results/REPORT.md
 
 
@@ -53,6 +55,11 @@ def report_path(root: Path, profile: str) -> Path:
 
 def tuning_table(results: Path, profile: str, claim_id: str, label: str) -> Path:
     return Path(results) / profile / "tuning" / f"{claim_id}--{label.replace(' ', '_')}.csv"
+
+
+def tuning_selection(results: Path, profile: str, base_run_id: str) -> Path:
+    """The equal-budget tuning's selection for one base run (bench.claims.tuning)."""
+    return Path(results) / profile / "tuning" / f"{base_run_id}.json"
 
 
 def tuning_run_dir(results: Path, profile: str, run_id: str) -> Path:

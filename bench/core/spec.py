@@ -13,6 +13,7 @@ import yaml
 from bench.core.errors import ConfigError, check_keys
 
 TRANSFORMS = ("none", "dynamic_binarize", "unit_interval")
+LATER_FIELDS = {"carve_valid": None}  # fields added after the first runs, and their defaults
 
 
 def parse_scalar(text: str) -> Any:
@@ -47,6 +48,7 @@ class RunSpec:
     eval_splits: tuple[str, ...] = ("valid", "test")  # splits on the learning curve
     final_eval_k: int = 1000  # importance samples for the final numbers
     final_eval_splits: tuple[str, ...] = ("test",)
+    carve_valid: int | None = None  # tuning runs: the last N training examples become 'valid' (see bench.claims.tuning)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
@@ -56,7 +58,13 @@ class RunSpec:
             raise ConfigError(f"transform {self.transform!r}; use one of {TRANSFORMS}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field, except those added after the first runs (LATER_FIELDS) while they hold
+        their default: a run id never changes because the spec gained a field it does not use."""
+        d = asdict(self)
+        for name, default in LATER_FIELDS.items():
+            if d[name] == default:
+                del d[name]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))

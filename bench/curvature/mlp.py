@@ -1,6 +1,7 @@
 """Curvature of MLP objectives, shared by K-FAC, FOOF and exact natural gradient (methods/kfac.py,
-methods/foof.py, methods/ngd.py). Every tensor has the replica axis first; nothing is shared
-between replicas (each has its own statistics, traces, damping and solves).
+methods/foof.py, methods/ngd.py), and the first-order step of their baselines (methods/sgd.py,
+methods/adam.py). Every tensor has the replica axis first; nothing is shared between replicas
+(each has its own statistics, traces, damping and solves).
 
 Notation (Martens & Grosse 2015, Sec. 2-3): layer l reads a~_l = [a_l; 1] (the homogeneous
 coordinate only when the layer has biases) and produces s_l; its gradient block is
@@ -57,6 +58,18 @@ def objective_gradient(model: MLP, x: Tensor, y: Tensor | None) -> tuple[Tensor,
     return h.detach(), to_blocks(model, list(grads)), layer_inputs(model, inputs)
 
 
+def first_order_step(model: MLP, opt: torch.optim.Optimizer, x: Tensor, y: Tensor | None) -> Tensor:
+    """One step of a torch optimizer over model.parameters() (SGD, Adam: element-wise, so the
+    replicas stay independent) down the minibatch objective
+    h(theta) = mean_n -log p(t_n | x_n) + l2/2 ||theta||^2 on x (R, B, D) (labels y (R, B) or None
+    for an autoencoder); returns h per replica (R,), detached."""
+    opt.zero_grad(set_to_none=True)
+    h = model.objective(x, y)
+    h.sum().backward()  # replicas have disjoint parameters: each gets its own gradient
+    opt.step()
+    return h.detach()
+
+
 @torch.no_grad()
 def apply_update(model: MLP, delta: list[Tensor]) -> None:
     """theta <- theta + delta, delta given as blocks."""
@@ -98,15 +111,15 @@ def second_moment(v: Tensor) -> Tensor:
 
 
 class RunningAverage:
-    """Exponential average of a list of tensors with weight eps_k = min(1 - 1/k, decay) on the old
-    value at the k-th update (Martens & Grosse, Sec. 5), so early estimates are plain means."""
+    """Exponential average of a list of tensors with weight eps = min(1 - 1/t, decay) on the old
+    value at the t-th update (Martens & Grosse, Sec. 5), so early estimates are plain means."""
 
     def __init__(self, decay: float):
-        self.decay, self.k, self.value = decay, 0, None
+        self.decay, self.updates, self.value = decay, 0, None
 
     def update(self, new: list[Tensor]) -> list[Tensor]:
-        self.k += 1
-        eps = min(1.0 - 1.0 / self.k, self.decay)
+        self.updates += 1
+        eps = min(1.0 - 1.0 / self.updates, self.decay)
         self.value = new if self.value is None else [eps * old + (1 - eps) * n for old, n in zip(self.value, new)]
         return self.value
 

@@ -15,12 +15,18 @@ g_i = [grad_w_i; grad_b_i] by
 
 where the (1 + a) factor makes P(g) -> g as a -> infinity. s is clamped to [clip, 1 - clip] before
 forming c, so that saturated units do not make the blocks singular beyond what a damps.
+
+`LayerFisher` and `PriorFisher` hold the blocks of one layer; `HelmholtzFisher` those of a whole
+Helmholtz machine, fitted on the samples the NRWS authors use and refreshed every few updates.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from bench.models.helmholtz import HelmholtzMachine, State
+from bench.nn.bernoulli import SBNLayer
 
 _F64_BYTES = 8
 _CPU_MAX_BYTES = 2**22  # 4 MiB
@@ -297,3 +303,87 @@ def precondition_prior(grad_b: Tensor, bias: Tensor, damping: float, clip: float
     """Damped natural gradient of the factorial top prior, one-shot:
     `PriorFisher.fit(bias, damping, clip).apply(grad_b)`. Same shape and dtype as grad_b."""
     return PriorFisher.fit(bias, damping, clip).apply(grad_b)
+
+
+MAX_DAMPING = 10.0  # above this damping the NRWS authors' code uses the raw gradient
+
+
+class HelmholtzFisher:
+    """The damped natural gradient of every layer of a Helmholtz machine, the preconditioner of
+    natural reweighted wake-sleep and of the natural BiHM (Varady, Volpi, Malago & Ay, arXiv
+    2008.06687; authors' code rist-ro/argo, NaturalReweightedWakeSleepOptimizerAlternate /
+    NaturalBidirectionalOptimizer). The Fisher of the joint p(x, h) (and of q(h | x)) is exactly
+    block-diagonal over layers and units, so each layer's gradient is preconditioned by its own
+    `LayerFisher` and the top prior's by its `PriorFisher`. Which samples estimate which block
+    follows the authors' code:
+
+    * generative layers and the top prior: the model's own ancestral samples, K x B fresh dreams
+      (one `model.sample_p` call per fit, the only random draw here);
+    * recognition layers: the wake samples h ~ q(h | x) of the update being preconditioned; the
+      bottom layer on the B distinct examples rather than their K copies (the same matrix, a K
+      times smaller Woodbury system);
+    * unweighted rows, no running average; refit every `fisher_every` updates (the code's
+      `k_step_update`; 0 = every update) and reused in between;
+    * above damping MAX_DAMPING the gradients are left alone (and nothing is fitted).
+
+        fisher = HelmholtzFisher(model, k, damping, fisher_every, clip)
+        ...backward()...
+        fisher.precondition(wake_state, update)   # refit if due, then swap every gradient in place
+        optimizer.step()
+    """
+
+    def __init__(self, model: HelmholtzMachine, k: int, damping: float, fisher_every: int, clip: float) -> None:
+        self.model = model
+        self.k = k
+        self.damping = float(damping)
+        self.fisher_every = fisher_every
+        self.clip = clip
+        self.generative: list[LayerFisher] = []
+        self.recognition: list[LayerFisher] = []
+        self.prior: PriorFisher | None = None
+        self.fitted_at = -1  # the update the blocks were fitted at
+
+    def due(self, update: int) -> bool:
+        """Whether the blocks must be (re)fitted before preconditioning update number `update`
+        (counted from 0): never fitted yet, or a multiple of `fisher_every` not yet fitted at."""
+        return self.prior is None or (self.fitted_at != update and update % max(self.fisher_every, 1) == 0)
+
+    @torch.no_grad()
+    def fit(self, state: State, update: int) -> None:
+        """Fit every block: p's on K x B new dreams, q's on the wake state [x tiled K times, h1..hL]
+        (each (R, K*B, n_i), sample-major, as `HelmholtzMachine.sample_q` returns it)."""
+        m, b = self.model, state[0].shape[1] // self.k
+        dreams = m.sample_p(self.k * b)
+        self.generative = [self._layer(layer, dreams[i + 1]) for i, layer in enumerate(m.generative)]
+        self.recognition = [self._layer(layer, state[i][:, :b] if i == 0 else state[i])
+                            for i, layer in enumerate(m.recognition)]
+        self.prior = PriorFisher.fit(m.prior.bias, self.damping, clip=self.clip)
+        self.fitted_at = update
+
+    def _layer(self, layer: SBNLayer, parents: Tensor) -> LayerFisher:
+        return LayerFisher.fit(parents, torch.sigmoid(layer.logits(parents)), self.damping, clip=self.clip,
+                               reuse=max(self.fisher_every, 1))
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Replace every parameter's gradient in place by its damped natural gradient with the fitted
+        blocks; a layer without a gradient (e.g. p's in a sleep-only update) is skipped."""
+        if self.prior is None:
+            raise RuntimeError("HelmholtzFisher.apply() before fit()")
+        m = self.model
+        for layer, fisher in zip([*m.generative, *m.recognition], [*self.generative, *self.recognition]):
+            if layer.weight.grad is not None:
+                nat_w, nat_b = fisher.apply(layer.weight.grad, layer.bias.grad)
+                layer.weight.grad.copy_(nat_w)
+                layer.bias.grad.copy_(nat_b)
+        if m.prior.bias.grad is not None:
+            m.prior.bias.grad.copy_(self.prior.apply(m.prior.bias.grad))
+
+    def precondition(self, state: State, update: int) -> None:
+        """The whole preconditioning step of update number `update` (from 0), whose wake state is
+        `state`: nothing above MAX_DAMPING; else refit if `due`, then `apply`."""
+        if self.damping > MAX_DAMPING:
+            return
+        if self.due(update):
+            self.fit(state, update)
+        self.apply()

@@ -11,26 +11,29 @@ An npz is accepted only when its sha256 is the registered one (the hash of the f
 project distributes, see ``npz_sha256``) or, for an npz this module converted itself, the hash
 recorded beside it at conversion time (``<name>.npz.sha256``) after the upstream originals were
 verified. When no npz is found, the upstream originals are looked for on the search path (also in
-an ``orig/`` subdirectory) and downloaded from their canonical URLs when the network allows; they
-are checked against the upstream checksums and converted. Nothing is ever loaded unverified.
+an ``orig/`` subdirectory) and checked against the upstream checksums; missing ones are downloaded
+from their canonical URLs into ``data/orig/`` with pooch (``pooch.retrieve`` with the registered
+``known_hash``, which refuses and deletes a download that does not match) when the network allows.
+The verified originals are then converted. Nothing is ever loaded unverified.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import itertools
 import os
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import scipy.io
+import pooch
 
 from bench.core.errors import ChecksumMismatch, DatasetNotFound, unknown
+from bench.core.layout import PROJECT_ROOT
 
-PROJECT_DATA = Path(__file__).resolve().parents[1] / "data"
+PROJECT_DATA = PROJECT_ROOT / "data"
 ENV_VAR = "CLAIMBENCH_DATA"
 
 
@@ -102,8 +105,6 @@ def _matlab_columns(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _convert_caltech(files: dict[str, Path]) -> dict[str, np.ndarray]:
-    import scipy.io
-
     m = scipy.io.loadmat(files["caltech101_silhouettes_28_split1.mat"])
     out = {}
     for ours, theirs in (("train", "train"), ("valid", "val"), ("test", "test")):
@@ -113,16 +114,12 @@ def _convert_caltech(files: dict[str, Path]) -> dict[str, np.ndarray]:
 
 
 def _convert_frey(files: dict[str, Path]) -> dict[str, np.ndarray]:
-    import scipy.io
-
     ff = scipy.io.loadmat(files["frey_rawface.mat"])["ff"]  # (560, 1965)
     return {"x": np.ascontiguousarray(ff.T).astype(np.uint8)}
 
 
 def _convert_omniglot(files: dict[str, Path]) -> dict[str, np.ndarray]:
     """IWAE's chardata.mat: (784, N) float images in [0, 1], stored column-major per image."""
-    import scipy.io
-
     m = scipy.io.loadmat(files["chardata.mat"])
     to_rows = lambda a: _matlab_columns(a.T.astype(np.float32), (28, 28))  # noqa: E731
     return {"x_train": to_rows(m["data"]), "x_test": to_rows(m["testdata"])}
@@ -322,11 +319,7 @@ def search_path() -> list[Path]:
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return pooch.file_hash(str(path), alg=algorithm)
 
 
 def _verify_original(path: Path, orig: Original) -> None:
@@ -363,14 +356,20 @@ def _find_original(orig: Original) -> Path | None:
     return None
 
 
-def _download(orig: Original, dest_dir: Path) -> Path:
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / orig.filename
-    tmp = dest.with_suffix(dest.suffix + ".part")
-    with urllib.request.urlopen(orig.url, timeout=30) as response, open(tmp, "wb") as f:
-        f.write(response.read())
-    os.replace(tmp, dest)
-    return dest
+def _known_hash(orig: Original) -> str | None:
+    """The registered checksum in pooch's ``alg:hex`` form (None: nothing published, see the npz hash)."""
+    return f"sha256:{orig.sha256}" if orig.sha256 else f"md5:{orig.md5}" if orig.md5 else None
+
+
+def _download(spec: DatasetSpec, orig: Original) -> Path:
+    """Download one original into data/orig/ with pooch, which checks it against the registered hash."""
+    try:
+        return Path(pooch.retrieve(orig.url, known_hash=_known_hash(orig), fname=orig.filename,
+                                   path=PROJECT_DATA / "orig", progressbar=False))
+    except OSError as exc:  # requests' errors (offline, DNS, HTTP status, timeout) are OSErrors
+        raise _not_found(spec, f"{orig.url}: {exc}") from exc
+    except ValueError as exc:  # pooch: the download's hash is not the registered one (it deleted the file)
+        raise ChecksumMismatch(f"{orig.filename} from {orig.url}: {exc}") from exc
 
 
 def _not_found(spec: DatasetSpec, reason: str) -> DatasetNotFound:
@@ -394,11 +393,9 @@ def _build_from_originals(spec: DatasetSpec, download: bool) -> Path:
         if path is None:
             if not download:
                 raise _not_found(spec, "downloads are disabled for this call")
-            try:
-                path = _download(orig, PROJECT_DATA / "orig")
-            except OSError as exc:
-                raise _not_found(spec, f"{orig.url}: {exc}") from exc
-        _verify_original(path, orig)
+            path = _download(spec, orig)  # verified by pooch
+        else:
+            _verify_original(path, orig)
         files[orig.filename] = path
     arrays = spec.convert(files)
     PROJECT_DATA.mkdir(parents=True, exist_ok=True)

@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
-from bench.core.layout import atomic_write
+from bench.core.layout import PROJECT_ROOT, atomic_write
 
 CURVE_COLUMNS = [
     "run_id", "method", "dataset", "model", "profile", "seed", "step", "epoch", "examples",
     "train_seconds", "split", "metric", "eval_k", "value",
 ]
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "numpy", "pandas", "snakemake", "seaborn", "matplotlib", "claimbench")
 
 
@@ -89,8 +89,6 @@ def bench_sources() -> list[Path]:
 
 def device_name(device: str) -> str:
     """Human-readable device, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu (x86_64, 2 threads)'."""
-    import torch
-
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"

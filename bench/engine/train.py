@@ -44,6 +44,8 @@ def prepare_data(spec: RunSpec, device: torch.device) -> dict[str, tuple[Tensor,
     holdout: a dataset without a validation split gets the last `holdout` training examples as
     'valid'; one stored as a single 'all' array (Frey faces) is shuffled once with a fixed seed and
     split into 'train' and the last `holdout` examples as 'test'. train_subset then applies to train.
+    carve_valid (tuning runs): the last `carve_valid` examples of the training subset become 'valid'
+    and the rest 'train', whatever validation split the dataset has.
     """
     ds = datasets.load(spec.dataset)
     if not ds.binary and spec.transform == "none":
@@ -61,6 +63,12 @@ def prepare_data(spec: RunSpec, device: torch.device) -> dict[str, tuple[Tensor,
                 y["valid"], y["train"] = y["train"][-spec.holdout:], y["train"][:-spec.holdout]
     if spec.labels and not y:
         raise ConfigError(f"dataset {spec.dataset!r} has no labels, but the run asks for them (labels: true)")
+    if spec.carve_valid:  # a validation split carved from the (subset of the) training data, for tuning
+        n = spec.carve_valid
+        subset = slice(None, spec.train_subset)
+        x["train"], x["valid"] = x["train"][subset][:-n], x["train"][subset][-n:]
+        if "train" in y:
+            y["train"], y["valid"] = y["train"][subset][:-n], y["train"][subset][-n:]
     out = {}
     for split, xs in x.items():
         ys = y.get(split) if spec.labels else None

@@ -21,7 +21,7 @@ from torch.distributions import Normal
 from bench.estimators.importance import importance_log_likelihood
 
 if TYPE_CHECKING:
-    from bench.models.vae import VAE
+    from bench.models.vae import VAE, GaussianLatentModel
 
 ACTIVE_THRESHOLD = 0.01
 
@@ -108,3 +108,14 @@ def amortization_gaps(model: "VAE", x: Tensor, k: int, steps: int, lr: float = 1
         "gap_inference": approximation + amortization,
         "amortization_share": amortization / (approximation + amortization),
     }
+
+
+def amortization_gap_metrics(model: "GaussianLatentModel", x: Tensor, k: int, examples: int,
+                             steps: int) -> dict[str, Tensor]:
+    """The evaluation metrics a Gaussian-latent method adds with its ``gap_examples`` and
+    ``gap_steps`` hyper-parameters: ``amortization_gaps`` on the first ``examples`` examples of the
+    evaluated x (R, N, D), k importance samples and ``steps`` Adam steps of local optimisation;
+    name -> (R,). Nothing (an empty dict) when examples is 0."""
+    if not examples:
+        return {}
+    return amortization_gaps(model, x[:, :examples], k, steps)

@@ -25,7 +25,7 @@ The E-step (``infer``) repeats a parallel sweep (``update``) over all units:
 * mu: the mean-field equations mu_i = sigmoid(dL/dmu_i + logit mu_i) (L minus the entropy is
   linear in mu_i except through the children's log M terms, so this is Saul et al.'s fixed point
   with their K_ij terms), in closed form, applied to all units at once with damping 1/2 (parallel
-  updates can oscillate; CLAIMS.md section 8 pitfalls).
+  updates can oscillate; the research notes section 8 pitfalls).
 
 The M-step differentiates ``bound`` (autograd) in the generative parameters at the E-step's
 (mu, xi); the tests check the closed-form dL/dmu against autograd of the same ``bound``.

@@ -112,3 +112,14 @@ def exact_bihm_log_likelihood(model: HelmholtzMachine, x: Tensor, chunk: int = 4
     log_z2 = torch.logsumexp(log_pt, dim=1, keepdim=True)
     index = (x.long() * (2 ** torch.arange(d - 1, -1, -1, device=x.device))).sum(-1)  # row of each x in `images`
     return (log_pt - log_z2).gather(1, index)
+
+
+@torch.no_grad()
+def bihm_metrics(model: HelmholtzMachine, x: Tensor, k: int, z_samples: int) -> dict[str, Tensor]:
+    """BiHM's evaluation on x (R, B, D), per replica (R,): 'log_z2' (from `z_samples` dreams),
+    'll_star' = log p*(x) with k samples, and 'll_star_exact' by enumeration for toy networks."""
+    log_z2 = bihm_log_z2(model, z_samples)
+    out = {"log_z2": log_z2, "ll_star": bihm_log_likelihood(model, x, k, log_z2).mean(1)}
+    if x.shape[-1] + sum(model.layers[1:]) <= MAX_ENUMERATED_HIDDEN + 4:
+        out["ll_star_exact"] = exact_bihm_log_likelihood(model, x).mean(1)
+    return out

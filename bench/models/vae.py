@@ -33,7 +33,7 @@ from bench.nn.linear import ReplicaLinear, ReplicaMLP
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 # Frey faces: a learned decoder variance can collapse onto training pixels and send the bound to
-# +inf (CLAIMS.md section 4 pitfalls); log sigma^2 is clamped at -10: sigma >= 0.0067, under two grey
+# +inf (the research notes section 4 pitfalls); log sigma^2 is clamped at -10: sigma >= 0.0067, under two grey
 # levels, and well below the sigma ~0.02 per pixel that AEVB's Frey bounds of ~1600 nats imply.
 MIN_LOG_VAR = -10.0
 

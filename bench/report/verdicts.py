@@ -1,4 +1,5 @@
-"""Per-claim evaluation (table, figure, verdict) and the report.
+"""Per-claim evaluation (table, figure, verdict); the report documents are rendered by
+:mod:`bench.report.markdown` (``write_report`` is re-exported here for the command line).
 
 Outputs, for a profile P:
 * ``results/P/claims/<claim>.json``  verdict, numbers, settings, devices (machine-readable)
@@ -6,7 +7,8 @@ Outputs, for a profile P:
 * ``figures/P/<claim>.png``           the claim's figure
 * ``results/P/summary.parquet``       every run's curve rows of the profile
 * ``results/REPORT.md``               quick and paper profiles side by side (the smoke profile
-                                      writes ``results/smoke/REPORT.md`` instead)
+                                      writes ``results/smoke/REPORT.md`` instead), by markdown.py
+* ``results/P/REPORT.rst``            the profile's verdict summary (Snakemake HTML report), by markdown.py
 """
 
 from __future__ import annotations
@@ -20,20 +22,18 @@ import numpy as np
 import pandas as pd
 
 from bench.claims import stats
-from bench.claims.catalog import Claim, ClaimPlan, expand, load_claims
+from bench.claims.catalog import Claim, ClaimPlan, expand
 from bench.core.layout import (
-    MAIN_PROFILES,
     atomic_write,
     claim_paths,
-    report_path,
     run_dir,
     summary_path,
 )
 from bench.engine import results
 from bench.report import figures
+from bench.report.markdown import write_report
 
-VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not reproduced",
-                "inconclusive": "⚠️ inconclusive", "not run": "⏳ not run", "data unavailable": "🚫 data unavailable"}
+__all__ = ["evaluate_claim", "write_report", "write_summary"]
 
 
 def _headline(outcome: dict[str, Any], rule: str) -> str:
@@ -102,99 +102,6 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
 def _write_json(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
     atomic_write(path, lambda p: p.write_text(json.dumps(payload, indent=2, default=str)))
     return payload
-
-
-# --------------------------------------------------------------------------- REPORT.md
-def _paper_numbers(claim: Claim) -> str:
-    nums = claim.paper_numbers
-    if not nums:
-        return "not found (NF): judged relatively"
-    return "; ".join(f"{n.get('method', '')}: {n['value']} ({figures.PROVENANCE_WORDS.get(n['provenance'], n['provenance'])})"
-                     for n in nums)
-
-
-def _load_outcome(root: Path, profile: str, claim_id: str) -> dict[str, Any] | None:
-    p = claim_paths(root, profile, claim_id)["json"]
-    return json.loads(p.read_text()) if p.exists() else None
-
-
-def _method_markdown(outcome: dict[str, Any]) -> str:
-    rows = []
-    for m in outcome["methods"]:
-        ci = f" [{m['final_lo']:.2f}, {m['final_hi']:.2f}]" if m.get("final_lo") is not None else ""
-        secs = f"{m['train_seconds']:.1f}" + (f" [{m['train_seconds_lo']:.1f}, {m['train_seconds_hi']:.1f}]"
-                                              if m.get("train_seconds_lo") is not None else "")
-        rows.append({
-            "method": m["method"],
-            f"final {outcome['metric']['split']} {outcome['metric']['name']} (K={m['eval_k']})": f"{m['final']:.2f}{ci}",
-            "best (curve K)": f"{m['best']:.2f}" if m.get("best") is not None else "—",
-            "epochs": f"{m['epochs']:g}",
-            "train s": secs,
-            "s / epoch": f"{m['seconds_per_epoch']:.2f}",
-            "seeds (diverged)": f"{m['seeds']} ({m['diverged']})",
-            "device": m["device"],
-        })
-    return pd.DataFrame(rows).to_markdown(index=False)
-
-
-def write_report(root: Path, profile: str, claims: dict[str, Claim] | None = None) -> Path:
-    """REPORT.md: one summary row per claim, then a section per claim with its table and figure."""
-    claims = load_claims() if claims is None else claims
-    shown = MAIN_PROFILES if profile in MAIN_PROFILES else (profile,)
-    out = report_path(root, profile)
-    rel = "../" if profile in MAIN_PROFILES else "../../"
-    lines = [
-        "# claimbench report", "",
-        f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by `snakemake` "
-        f"(`python -m bench report --profile {profile}`). Profiles shown: {', '.join(shown)}.",
-        "",
-        "Log-likelihoods are in nats per example (higher is better), estimated by importance sampling with the "
-        "recognition model as proposal; each table states K. Verdicts are computed from the runs with a 95% "
-        "bootstrap CI over seeds (see `bench/stats.py`): **reproduced**, **not reproduced**, **inconclusive** "
-        "(the seeds do not decide), **not run**, **data unavailable**. The *quick* profile is a reduced setup "
-        "(smaller data, networks, K and budgets) that runs on a 2-core CPU in minutes: its verdicts are qualitative "
-        "and never claim the paper's numbers. Paper numbers carry their provenance; only numbers read in a primary "
-        "source are ever used as thresholds, the others are reference lines.",
-        "", "## Summary", "",
-    ]
-    summary = []
-    for claim in claims.values():
-        row = {"claim": f"[{claim.id}](#{claim.id})", "statement": claim.spec["statement"],
-               "paper's number": _paper_numbers(claim)}
-        for p in shown:
-            o = _load_outcome(root, p, claim.id)
-            row[f"{p}: ours"] = o["headline"] if o else "—"
-            row[f"{p}: verdict"] = VERDICT_MARK[o["verdict"]] if o else VERDICT_MARK["not run"]
-        figs = [f"[{p}]({rel}figures/{p}/{claim.id}.png)" for p in shown if (Path(root) / "figures" / p / f"{claim.id}.png").exists()]
-        row["figure"] = " ".join(figs) or "—"
-        summary.append(row)
-    lines += [pd.DataFrame(summary).to_markdown(index=False), ""]
-    for claim in claims.values():
-        lines += [f"## {claim.id}", "", f"**Paper:** {claim.spec.get('paper', '')}  ", f"**Statement:** {claim.spec['statement']}  ",
-                  f"**Paper's numbers:** {_paper_numbers(claim)}  ", f"**Rule:** `{json.dumps(claim.spec['verdict'])}`", ""]
-        if claim.spec.get("notes"):
-            lines += [claim.spec["notes"].strip(), ""]
-        for p in shown:
-            o = _load_outcome(root, p, claim.id)
-            if o is None:
-                lines += [f"### {p} profile: {VERDICT_MARK['not run']}", ""]
-                continue
-            lines += [f"### {p} profile: {VERDICT_MARK[o['verdict']]}", "", o["detail"], ""]
-            if o["methods"]:
-                s = o["settings"]
-                lines += [f"Setup: `{s['dataset']}`, model `{json.dumps(s['model'])}`, seeds {list(s['seeds'])}, "
-                          f"{s['epochs']} epochs, batch {s['batch_size']}, train subset {s['train_subset'] or 'all'}, "
-                          f"curve K={s['eval_k']} on {s['eval_subset'] or 'all'} examples, final K={s['final_eval_k']}. "
-                          f"Devices: {', '.join(o['devices'])}; commits: {', '.join(o['commits'])}.", "",
-                          _method_markdown(o), "",
-                          "Hyper-parameters: " + "; ".join(f"{k}: `{json.dumps(v)}`" for k, v in o["hparams"].items()), ""]
-                models = o.get("models", {})
-                if len({json.dumps(m, sort_keys=True) for m in models.values()}) > 1:  # per-label model variants
-                    lines += ["Models: " + "; ".join(f"{k}: `{json.dumps(v)}`" for k, v in models.items()), ""]
-            lines += [f"![{claim.id} ({p})]({rel}{o['figure']})", ""]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda p: p.write_text("\n".join(lines)))
-    return out
 
 
 def write_summary(root: Path, profile: str) -> Path:

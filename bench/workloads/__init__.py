@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from bench.core.errors import ConfigError
 from bench.core.registry import Registry
+from bench.workloads.health import Check
 from bench.workloads.method import Method
 
 WORKLOADS: Registry["Workload"] = Registry("workload", packages=("bench.workloads",))
@@ -26,6 +27,7 @@ class Workload:
 
     family: ClassVar[str]
     transforms: ClassVar[tuple[str, ...]] = ("none", "dynamic_binarize", "unit_interval")
+    tuning_metric: ClassVar[tuple[str, bool]] = ("ll", True)  # (metric, higher is better) tuning scores on 'valid'
 
     def check_transform(self, transform: str) -> None:
         """The data transforms this family's likelihood accepts (see bench.engine.data)."""
@@ -35,6 +37,11 @@ class Workload:
 
     def prepare(self, model: nn.Module, x_train: Tensor) -> None:
         """Data-dependent initialisation before the first step (none by default)."""
+
+    def health_checks(self, model: dict) -> list[Check]:
+        """The checks (bench.workloads.health) a run of this family must pass for a verdict to read
+        it; `model` is the run's model config."""
+        return []
 
     def metrics(self, model: nn.Module, method: Method, x: Tensor, k: int, y: Tensor | None) -> dict[str, Tensor]:
         """The standard metrics on x (R, N, D) (labels y (R, N) or None) with k samples: name -> (R,)."""

@@ -5,7 +5,9 @@ samples per example (IWAE's protocol; float64 accumulation); 'elbo' = mean log w
 samples per example (the bound of the model's own q, AEVB's Fig. 2 comparison); 'active_units' =
 IWAE's count over all stochastic layers (bench.estimators.amortization.active_units), and per layer
 'active_units_l<i>' when there are several. ``output_bias: data_mean`` models get their output
-bias from the training mean before the first step (IWAE's code).
+bias from the training mean before the first step (IWAE's code). Health: no active latent unit
+(degenerate), every unit active (the count is saturated), a test log-likelihood that blows up or
+never moves.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ from bench.estimators.amortization import active_units
 from bench.estimators.importance import importance_log_likelihood
 from bench.models.vae import GaussianLatentModel
 from bench.workloads import Workload, register_workload
+from bench.workloads.health import (
+    Check,
+    all_units_active,
+    blow_up,
+    dead_latents,
+    flat_curve,
+)
 from bench.workloads.method import Method
 
 ELBO_DRAWS = 10  # samples per example for the reported ELBO metric
@@ -25,6 +34,10 @@ EVAL_CHUNK = 1000  # examples per chunk of the ELBO metric (bounds memory at the
 
 @register_workload("vae", "dlgm")
 class GaussianLatentWorkload(Workload):
+    def health_checks(self, model: dict) -> list[Check]:
+        return [dead_latents(), all_units_active(sum(model["layers"][1:])),
+                blow_up("ll", higher_is_better=True, split="test"), flat_curve("ll", "test")]
+
     def prepare(self, model: GaussianLatentModel, x_train: Tensor) -> None:
         model.initialize_from_data(x_train)
 

@@ -28,11 +28,13 @@ LogWeightFn = Callable[[Tensor, int], Tensor]  # (x (R, B, D'), k) -> log-weight
 
 
 class Method:
-    """Base class. Subclasses get `name`, `family`, `defaults` through @register."""
+    """Base class. Subclasses get `name`, `family`, `defaults` and `choices` through @register."""
 
     name: ClassVar[str]
     family: ClassVar[str]
     defaults: ClassVar[dict[str, Any]]
+    choices: ClassVar[dict[str, tuple[Any, ...]]] = {}  # hyper-parameter -> its allowed values
+    tunable: ClassVar[tuple[str, ...]] = ("lr",)  # the knobs the equal-budget tuning searches (log-spaced)
 
     def __init__(self, model: nn.Module, **hparams: Any):
         """hparams override the registered defaults (the engine has already checked their keys
@@ -58,15 +60,43 @@ class Method:
         parameters. None (the default): the model's own recognition network, model.log_weights."""
         return None
 
+    @classmethod
+    def tuned_knobs(cls, hparams: dict[str, Any]) -> tuple[str, ...]:
+        """The hyper-parameters the equal-budget tuning searches for this configuration (its step
+        size first, then at most one or two knobs such as damping); `tunable` unless a method's
+        knobs depend on its settings (K-FAC's adaptive mode has no learning rate)."""
+        return cls.tunable
+
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict()}
 
 
-def register(name: str, family: str, defaults: dict[str, Any]):
-    """Class decorator: register a Method under `name` for models of `family`."""
+def register(name: str, family: str, defaults: dict[str, Any], choices: dict[str, tuple] | None = None,
+             tunable: tuple[str, ...] | None = None):
+    """Class decorator: register a Method under `name` for models of `family`.
+
+    `choices` (optional) lists the allowed values of some hyper-parameters, e.g.
+    ``{"optimizer": OPTIMIZERS}``; claims are checked against them when they load. A subclass keeps
+    its base's choices for the hyper-parameters it still has, unless it declares its own.
+    `tunable` names the positive hyper-parameters the equal-budget tuning searches on a log grid
+    (bench.claims.tuning), the step size first; by default ("lr",) when the method has one."""
 
     def wrap(cls: type[Method]) -> type[Method]:
-        cls.name, cls.family, cls.defaults = name, family, dict(defaults)
+        declared = {key: tuple(values) for key, values in (choices or {}).items()}
+        inherited = {key: values for key, values in getattr(cls, "choices", {}).items() if key in defaults}
+        for key, values in declared.items():
+            if key not in defaults:
+                raise ValueError(f"method {name!r}: choices for {key!r}, which is not one of its defaults")
+        merged = {**inherited, **declared}
+        for key, values in merged.items():
+            if defaults[key] not in values:
+                raise ValueError(f"method {name!r}: default {key}={defaults[key]!r} is not one of its choices {values}")
+        knobs = tuple(tunable) if tunable is not None else (("lr",) if "lr" in defaults else ())
+        for key in knobs:
+            if not isinstance(defaults.get(key), (int, float)) or isinstance(defaults.get(key), bool):
+                raise ValueError(f"method {name!r}: tunable {key!r} must be a numeric default")
+        cls.name, cls.family, cls.defaults, cls.choices = name, family, dict(defaults), merged
+        cls.tunable = knobs
         return METHODS.add(name, cls)
 
     return wrap

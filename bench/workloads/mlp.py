@@ -4,7 +4,8 @@ deep autoencoders.
 Protocol: per-replica means over the evaluated examples of 'loss' = -log p(t | x) in nats per case
 (without the weight cost) and 'error' = the papers' error: for autoencoders the squared
 reconstruction error per case sum_d (E[t_d] - x_d)^2 (Martens & Grosse's errtype 'L2'), for
-classifiers the misclassification rate.
+classifiers the misclassification rate. Health: a training objective that blows up beyond 10x its
+start, or a loss pinned at exactly 0 (float32 has run out of digits: saturated).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import Tensor
 
 from bench.models.mlp import MLP
 from bench.workloads import Workload, register_workload
+from bench.workloads.health import Check, blow_up, pinned_at_zero
 from bench.workloads.method import Method
 
 EVAL_CHUNK = 2000
@@ -21,6 +23,12 @@ EVAL_CHUNK = 2000
 
 @register_workload("mlp")
 class MLPWorkload(Workload):
+    tuning_metric = ("loss", False)
+
+    def health_checks(self, model: dict) -> list[Check]:
+        return [blow_up("batch_objective", higher_is_better=False), pinned_at_zero("batch_objective"),
+                pinned_at_zero("loss")]
+
     @torch.no_grad()
     def metrics(self, model: MLP, method: Method, x: Tensor, k: int, y: Tensor | None) -> dict[str, Tensor]:
         total = {"loss": 0.0, "error": 0.0}

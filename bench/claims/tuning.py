@@ -1,0 +1,189 @@
+"""Equal-budget tuning, a stage of the workflow (DESIGN.md, "Fair comparisons").
+
+Every method label of every claim, the proposed method and each baseline alike, gets the same
+search before its evaluation run: CONFIGS[profile] configurations on a log grid around the claim's
+value of each knob the method declares (`Method.tuned_knobs`: its step size, and damping for the
+natural-gradient and Kronecker-factored methods), spaced STEP decades apart, as a full grid when
+the knobs allow (one knob: CONFIGS points; two knobs: sqrt(CONFIGS) per knob). Each configuration
+trains at the claim's own budget (epochs, data, batch, model) with TUNING_SEED, a seed disjoint
+from every evaluation seed, and is scored by the workload's tuning metric (the log-likelihood, or
+the loss for MLPs) on a validation split carved from its training data (the last
+VALID_FRACTION of it, at most the claim's eval_subset examples). A diverged configuration scores
+worst. When the best configuration sits on the edge of the grid in a knob, the grid is widened once
+by one point beyond that edge; if the best is then still on the edge, the selection says so.
+
+A plain grid, not Optuna's samplers: it is deterministic, the same for every method, cheap to
+explain in the report, and its few points per knob leave a sampler nothing to learn from.
+
+The selection of one base run (a label's configuration before tuning; claims that share a run
+share its tuning) is written to results/<profile>/tuning/<base-run-id>.json with every point, its
+score, the choice, the edge flags and the tuned evaluation spec, whose run is what the claim's
+verdict reads. Tuning points are cached like every run under results/<profile>/tuning/runs/.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.core.errors import ConfigError
+from bench.core.layout import atomic_write, tuning_run_dir, tuning_selection
+from bench.core.spec import RunSpec
+from bench.engine import data, results, train
+from bench.engine.methods import get_method
+from bench.workloads import workload_for
+
+CONFIGS = {"smoke": 4, "quick": 4, "paper": 9}  # configurations per label and profile: the equal budget
+STEP = 0.5  # decades between grid points
+TUNING_SEED = 1000  # evaluation seeds must be smaller
+VALID_FRACTION = 0.2
+
+
+def knobs(base: RunSpec) -> tuple[str, ...]:
+    return get_method(base.method).tuned_knobs(base.hparams)
+
+
+def grid(base: RunSpec, configs: int) -> list[dict[str, float]]:
+    """The initial grid: per knob m = round(configs ** (1 / n_knobs)) log-spaced values centred on
+    the base value, STEP decades apart."""
+    names = knobs(base)
+    m = max(1, round(configs ** (1 / len(names))))
+    axes = [[_value(base, name, i - (m - 1) / 2) for i in range(m)] for name in names]
+    return [dict(zip(names, point)) for point in product(*axes)]
+
+
+def _value(base: RunSpec, name: str, offset: float) -> float:
+    center = float(base.hparams[name])
+    if center <= 0:
+        raise ConfigError(f"cannot tune {name}={center} of method {base.method!r} on a log grid: it must be > 0")
+    return float(f"{center * 10 ** (STEP * offset):.6g}")
+
+
+def tuning_spec(base: RunSpec, point: dict[str, float]) -> RunSpec:
+    """The base configuration with `point`, one tuning seed, scored on a carved validation split at
+    the end of training only (the learning curve of a tuning run is not needed)."""
+    if max(base.seeds) >= TUNING_SEED:
+        raise ConfigError(f"evaluation seeds must be < {TUNING_SEED} (the tuning seed); got {list(base.seeds)}")
+    n_train = base.train_subset or _train_size(base)
+    carve = max(1, min(int(VALID_FRACTION * n_train), base.eval_subset or n_train))
+    return replace(base, hparams={**base.hparams, **point}, seeds=(TUNING_SEED,), carve_valid=carve,
+                   eval_every=base.epochs, eval_splits=("valid",), final_eval_splits=("valid",),
+                   final_eval_k=base.eval_k)
+
+
+def _train_size(base: RunSpec) -> int:
+    """Training examples of a run without a train_subset (from the dataset's registered shapes)."""
+    shapes = data.get_spec(base.dataset).shapes
+    return shapes["train"][0] if "train" in shapes else shapes["all"][0] - (base.holdout or 0)
+
+
+def score(run: Path, metric: str, higher_is_better: bool) -> tuple[str, float]:
+    """(status, the tuning metric on 'valid' at the end); a diverged run scores the worst value."""
+    curve, meta = results.read_run(run)
+    rows = curve[(curve.split == "valid") & (curve.metric == metric)]
+    worst = -math.inf if higher_is_better else math.inf
+    if meta["status"] != "ok" or rows.empty:
+        return meta["status"] if meta["status"] != "ok" else "no score", worst
+    value = float(rows.sort_values("step").value.iloc[-1])
+    return "ok", value if math.isfinite(value) else worst
+
+
+def _run_points(points: list[dict], base: RunSpec, results_root: Path, metric: str, better: bool,
+                threads: int) -> list[dict[str, Any]]:
+    out = []
+    for point in points:
+        spec = tuning_spec(base, point)
+        folder = tuning_run_dir(results_root, base.profile, spec.run_id)
+        if not (folder / "run.json").exists():
+            train.run(spec, folder, threads=threads, progress=False)
+        status, value = score(folder, metric, better)
+        out.append({**point, "status": status, "score": value, "run_id": spec.run_id})
+    return out
+
+
+def _best(rows: list[dict], better: bool) -> dict:
+    return (max if better else min)(rows, key=lambda r: r["score"])
+
+
+def _edges(rows: list[dict], best: dict, names: tuple[str, ...]) -> dict[str, str]:
+    """knob -> 'low'/'high' where the best value is the grid's smallest/largest of that knob."""
+    out = {}
+    for name in names:
+        values = sorted({r[name] for r in rows})
+        if len(values) > 1 and best[name] == values[0]:
+            out[name] = "low"
+        elif len(values) > 1 and best[name] == values[-1]:
+            out[name] = "high"
+    return out
+
+
+def select(base: RunSpec, results_root: Path = Path("results"), threads: int = 1) -> dict[str, Any]:
+    """Run the grid (and its one widening), choose, write and return the selection."""
+    names = knobs(base)
+    metric, better = workload_for(base.model["family"]).tuning_metric
+    rows = _run_points(grid(base, CONFIGS[base.profile]), base, results_root, metric, better, threads)
+    best = _best(rows, better)
+    edges = _edges(rows, best, names)
+    widened = []
+    for name, side in edges.items():
+        values = sorted({r[name] for r in rows})
+        beyond = values[0] / 10 ** STEP if side == "low" else values[-1] * 10 ** STEP
+        widened.append({**{n: best[n] for n in names}, name: float(f"{beyond:.6g}")})
+    if widened:
+        rows += _run_points(widened, base, results_root, metric, better, threads)
+        best = _best(rows, better)
+    still = _edges(rows, best, names)
+    chosen = {name: best[name] for name in names}
+    evaluation = replace(base, hparams={**base.hparams, **chosen})
+    selection = {
+        "base_run_id": base.run_id, "method": base.method, "knobs": list(names), "metric": metric,
+        "higher_is_better": better, "configs": CONFIGS[base.profile], "step_decades": STEP,
+        "seed": TUNING_SEED, "carve_valid": tuning_spec(base, chosen).carve_valid,
+        "points": rows, "chosen": chosen, "widened": bool(widened),
+        "on_edge": still, "all_diverged": all(r["status"] != "ok" for r in rows),
+        "eval_run_id": evaluation.run_id, "eval_spec": evaluation.to_dict(),
+    }
+    out = tuning_selection(results_root, base.profile, base.run_id)
+    atomic_write(out, lambda p: p.write_text(json.dumps(selection, indent=2)))
+    return selection
+
+
+def read_selection(results_root: Path, base: RunSpec) -> dict[str, Any] | None:
+    path = tuning_selection(results_root, base.profile, base.run_id)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def evaluation_spec(results_root: Path, base: RunSpec, claim_id: str, label: str) -> RunSpec:
+    """The tuned evaluation run of a label, or a ConfigError saying how to tune it first."""
+    selection = read_selection(results_root, base)
+    if selection is None:
+        raise ConfigError(f"claim {claim_id!r}, label {label!r}: not tuned yet (no {tuning_selection(results_root, base.profile, base.run_id)}); "
+                          f"run `python -m bench select --spec '{base.to_json()}'` or `snakemake`")
+    return RunSpec.from_dict(selection["eval_spec"])
+
+
+def selection_table(selection: dict[str, Any]) -> pd.DataFrame:
+    """One row per configuration tried: knob values, status, score, and which was chosen."""
+    table = pd.DataFrame(selection["points"])
+    chosen = np.logical_and.reduce([table[k] == v for k, v in selection["chosen"].items()])
+    return table.assign(chosen=chosen)
+
+
+def selection_words(selection: dict[str, Any]) -> str:
+    """The choice in one line for the report."""
+    chosen = ", ".join(f"{k}={v:g}" for k, v in selection["chosen"].items())
+    words = f"{chosen} (best of {len(selection['points'])} configurations by validation {selection['metric']})"
+    if selection["widened"]:
+        words += "; grid widened once"
+    if selection["on_edge"]:
+        words += "; still on the edge of the grid in " + ", ".join(f"{k} ({v})" for k, v in selection["on_edge"].items())
+    if selection["all_diverged"]:
+        words += "; every configuration diverged"
+    return words

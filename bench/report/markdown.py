@@ -1,0 +1,147 @@
+"""The report documents, rendered with Jinja2 from ``bench/report/templates``:
+
+* ``REPORT.md.j2`` -> ``results/REPORT.md`` (quick and paper side by side; another profile P
+  writes ``results/P/REPORT.md``): a summary row per claim, then a section per claim.
+* ``REPORT.rst.j2`` -> ``results/P/REPORT.rst``: the profile's verdict summary as a
+  reStructuredText table, which the Snakemake HTML report opens on (``bench/report/assets/workflow.rst``
+  includes it).
+
+This module only gathers what the templates show (each claim's json written by
+:func:`bench.report.verdicts.evaluate_claim`); the wording and layout are in the templates. The
+markdown tables stay ``pandas.DataFrame.to_markdown`` (tabulate pads each column to its widest cell).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+from bench.claims.catalog import Claim, load_claims
+from bench.core.layout import MAIN_PROFILES, atomic_write, claim_paths, report_path
+from bench.report import figures
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not reproduced",
+                "inconclusive": "⚠️ inconclusive", "not run": "⏳ not run", "data unavailable": "🚫 data unavailable"}
+
+
+def summary_rst_path(root: Path, profile: str) -> Path:
+    """results/<profile>/REPORT.rst: the profile's verdict summary for the Snakemake HTML report."""
+    return Path(root) / "results" / profile / "REPORT.rst"
+
+
+def _rst_text(value: Any) -> str:
+    """Plain text for one reStructuredText table cell: one line, inline markup characters escaped."""
+    text = " ".join(str(value).split())
+    for char in "\\`*_|":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env.filters["json"] = json.dumps  # not Jinja's |tojson, which HTML-escapes
+    env.filters["rst"] = _rst_text
+    return env
+
+
+def paper_numbers(claim: Claim) -> str:
+    nums = claim.paper_numbers
+    if not nums:
+        return "not found (NF): judged relatively"
+    return "; ".join(f"{n.get('method', '')}: {n['value']} ({figures.PROVENANCE_WORDS.get(n['provenance'], n['provenance'])})"
+                     for n in nums)
+
+
+def load_outcome(root: Path, profile: str, claim_id: str) -> dict[str, Any] | None:
+    p = claim_paths(root, profile, claim_id)["json"]
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _method_markdown(outcome: dict[str, Any]) -> str:
+    rows = []
+    for m in outcome["methods"]:
+        ci = f" [{m['final_lo']:.2f}, {m['final_hi']:.2f}]" if m.get("final_lo") is not None else ""
+        secs = f"{m['train_seconds']:.1f}" + (f" [{m['train_seconds_lo']:.1f}, {m['train_seconds_hi']:.1f}]"
+                                              if m.get("train_seconds_lo") is not None else "")
+        rows.append({
+            "method": m["method"],
+            f"final {outcome['metric']['split']} {outcome['metric']['name']} (K={m['eval_k']})": f"{m['final']:.2f}{ci}",
+            "best (curve K)": f"{m['best']:.2f}" if m.get("best") is not None else "—",
+            "epochs": f"{m['epochs']:g}",
+            "train s": secs,
+            "s / epoch": f"{m['seconds_per_epoch']:.2f}",
+            "seeds (diverged)": f"{m['seeds']} ({m['diverged']})",
+            "device": m["device"],
+        })
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
+def _claim_entries(root: Path, shown: tuple[str, ...], claims: dict[str, Claim]) -> list[dict[str, Any]]:
+    """What the templates show of each claim: its spec's words and, per profile, its outcome (or None)."""
+    entries = []
+    for claim in claims.values():
+        profiles = []
+        for p in shown:
+            o = load_outcome(root, p, claim.id)
+            models = (o or {}).get("models", {})
+            profiles.append({
+                "name": p, "outcome": o,
+                "verdict": VERDICT_MARK[o["verdict"]] if o else VERDICT_MARK["not run"],
+                "headline": o["headline"] if o else "—",
+                "method_table": _method_markdown(o) if o and o["methods"] else "",
+                "models_differ": len({json.dumps(m, sort_keys=True) for m in models.values()}) > 1,
+                "figure_exists": (Path(root) / "figures" / p / f"{claim.id}.png").exists(),
+            })
+        entries.append({"id": claim.id, "statement": claim.spec["statement"], "paper": claim.spec.get("paper", ""),
+                        "paper_numbers": paper_numbers(claim), "rule": claim.spec["verdict"],
+                        "notes": (claim.spec.get("notes") or "").strip(), "profiles": profiles})
+    return entries
+
+
+def _summary_markdown(entries: list[dict[str, Any]], rel: str) -> str:
+    rows = []
+    for c in entries:
+        row = {"claim": f"[{c['id']}](#{c['id']})", "statement": c["statement"], "paper's number": c["paper_numbers"]}
+        for p in c["profiles"]:
+            row[f"{p['name']}: ours"] = p["headline"]
+            row[f"{p['name']}: verdict"] = p["verdict"]
+        figs = [f"[{p['name']}]({rel}figures/{p['name']}/{c['id']}.png)" for p in c["profiles"] if p["figure_exists"]]
+        row["figure"] = " ".join(figs) or "—"
+        rows.append(row)
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
+def render_markdown(root: Path, profile: str, claims: dict[str, Claim], now: dt.datetime) -> str:
+    shown = MAIN_PROFILES if profile in MAIN_PROFILES else (profile,)
+    rel = "../" if profile in MAIN_PROFILES else "../../"  # from REPORT.md's folder up to the root
+    entries = _claim_entries(root, shown, claims)
+    return _environment().get_template("REPORT.md.j2").render(
+        generated=f"{now:%Y-%m-%d %H:%M}", profile=profile, shown=shown, rel=rel,
+        summary_table=_summary_markdown(entries, rel), claims=entries)
+
+
+def render_summary_rst(root: Path, profile: str, claims: dict[str, Claim], now: dt.datetime) -> str:
+    return _environment().get_template("REPORT.rst.j2").render(
+        generated=f"{now:%Y-%m-%d %H:%M}", profile=profile, claims=_claim_entries(root, (profile,), claims),
+        markdown_path=report_path(".", profile).as_posix())
+
+
+def write_report(root: Path, profile: str, claims: dict[str, Claim] | None = None) -> Path:
+    """REPORT.md (one summary row per claim, then a section per claim with its table and figure) and
+    the profile's REPORT.rst summary; returns REPORT.md's path."""
+    claims = load_claims() if claims is None else claims
+    now = dt.datetime.now(dt.timezone.utc)
+    out = report_path(root, profile)
+    text = render_markdown(root, profile, claims, now)
+    atomic_write(out, lambda p: p.write_text(text))
+    rst = render_summary_rst(root, profile, claims, now)
+    atomic_write(summary_rst_path(root, profile), lambda p: p.write_text(rst))
+    return out

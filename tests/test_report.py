@@ -1,0 +1,99 @@
+"""The report documents rendered from claim jsons: REPORT.md, the REPORT.rst verdict summary, and the
+Snakemake HTML report's landing text (bench/report/assets/workflow.rst) that includes it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import jinja2
+import pytest
+from conftest import ROOT
+from docutils.core import publish_parts
+
+from bench.claims.catalog import Claim
+from bench.report.markdown import summary_rst_path, write_report
+
+SPEC = {"id": "toy-better", "statement": "A beats B by *more* than 1 nat (x_1 | y).", "paper": "Toy et al. 2024",
+        "verdict": {"rule": "better", "pairs": [["A", "B"]], "margin": 1},
+        "paper_numbers": [{"method": "A", "value": -90.5, "provenance": "V"}], "notes": "A note.\n"}
+METHOD = {"final": -95.0, "final_lo": -95.5, "final_hi": -94.5, "best": -96.0, "eval_k": 50, "epochs": 2.0,
+          "train_seconds": 3.0, "train_seconds_lo": None, "seconds_per_epoch": 1.5, "seeds": 2, "diverged": 0,
+          "device": "cpu"}
+OUTCOME = {
+    "claim": "toy-better", "profile": "smoke", "verdict": "reproduced", "detail": "A − B = +3.00 [+2.00, +4.00]",
+    "headline": "Δ +3.00 [+2.00, +4.00]", "figure": "figures/smoke/toy-better.png",
+    "metric": {"split": "test", "name": "ll"},
+    "methods": [{**METHOD, "method": "A"}, {**METHOD, "method": "B", "final": -98.0}],
+    "settings": {"dataset": "uci_dna", "model": {"family": "helmholtz", "layers": [180, 10]}, "seeds": [0, 1],
+                 "epochs": 2, "batch_size": 50, "train_subset": 200, "eval_k": 5, "eval_subset": None,
+                 "final_eval_k": 50},
+    "hparams": {"A": {"k": 5}, "B": {}}, "models": {"A": {"layers": [180, 10]}, "B": {"layers": [180, 10]}},
+    "devices": ["cpu"], "commits": ["abc123"],
+}
+
+
+@dataclass(frozen=True, order=True)
+class _Category:  # what Snakemake's report.Category offers workflow.rst: a sortable name
+    name: str
+
+
+@pytest.fixture
+def rendered(tmp_path) -> Path:
+    """A project root with one claim judged at the smoke profile and one that has no json yet."""
+    claims = {"toy-better": Claim("toy-better", SPEC, tmp_path / "toy.yaml"),
+              "toy-pending": Claim("toy-pending", {**SPEC, "id": "toy-pending", "statement": "Pending.",
+                                                   "paper_numbers": [], "notes": ""}, tmp_path / "toy.yaml")}
+    (tmp_path / "results/smoke/claims").mkdir(parents=True)
+    (tmp_path / "results/smoke/claims/toy-better.json").write_text(json.dumps(OUTCOME))
+    (tmp_path / "figures/smoke").mkdir(parents=True)
+    (tmp_path / "figures/smoke/toy-better.png").write_bytes(b"png")
+    write_report(tmp_path, "smoke", claims)
+    return tmp_path
+
+
+def test_markdown_report_sections(rendered):
+    text = (rendered / "results/smoke/REPORT.md").read_text()
+    assert text.startswith("# claimbench report\n\nGenerated ")
+    assert text.endswith("**Rule:** `{\"rule\": \"better\", \"pairs\": [[\"A\", \"B\"]], \"margin\": 1}`\n\n"
+                         "### smoke profile: ⏳ not run\n")  # the pending claim, last; one final newline
+    assert "\n\n\n" not in text
+    row = next(line for line in text.splitlines() if line.startswith("| [toy-better](#toy-better)"))
+    assert "✅ reproduced" in row and "Δ +3.00 [+2.00, +4.00]" in row and "A: -90.5 (verified)" in row
+    assert "| [toy-pending](#toy-pending)" in text
+    assert ("**Paper:** Toy et al. 2024  \n**Statement:** A beats B by *more* than 1 nat (x_1 | y).  \n"
+            '**Paper\'s numbers:** A: -90.5 (verified)  \n**Rule:** `{"rule": "better", "pairs": [["A", "B"]], '
+            '"margin": 1}`\n\nA note.\n\n### smoke profile: ✅ reproduced\n\nA − B = +3.00 [+2.00, +4.00]\n\n'
+            "Setup: `uci_dna`, model `{\"family\": \"helmholtz\", \"layers\": [180, 10]}`, seeds [0, 1], 2 epochs, "
+            "batch 50, train subset 200, curve K=5 on all examples, final K=50. Devices: cpu; commits: abc123.\n\n"
+            "| method   | final test ll (K=50)    |") in text
+    assert 'Hyper-parameters: A: `{"k": 5}`; B: `{}`\n\n![toy-better (smoke)](../../figures/smoke/toy-better.png)\n' in text
+    assert "Models:" not in text  # both labels share one model
+
+
+def test_rst_summary_is_one_clean_table(rendered):
+    rst = summary_rst_path(rendered, "smoke").read_text()
+    assert "A beats B by \\*more\\* than 1 nat (x\\_1 \\| y)." in rst  # inline markup escaped
+    html = publish_parts(rst, writer="html", settings_overrides={"report_level": 5, "halt_level": 2})["html_body"]
+    assert "claimbench verdicts: smoke profile" in html
+    for cell in ("toy-better", "✅ reproduced", "Δ +3.00 [+2.00, +4.00]", "A beats B by *more* than 1 nat (x_1 | y).",
+                 "toy-pending", "⏳ not run", "not found (NF): judged relatively", "results/smoke/REPORT.md"):
+        assert cell in html, cell
+
+
+def test_snakemake_landing_text_includes_the_summary(rendered, monkeypatch):
+    """workflow.rst rendered the way `snakemake --report` renders it (Jinja2, then docutils from the
+    working directory), with the records Snakemake passes for the files marked for the report."""
+    monkeypatch.chdir(rendered)
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
+    source = (ROOT / "bench/report/assets/workflow.rst").read_text()
+    snakemake = SimpleNamespace(config={"profile": "smoke"})
+    categories = {_Category("toy-better"): {}, _Category("Verdicts"): {}}
+    links = "\n.. _Workflow: javascript:show_panel('workflow')\n.. _toy-better: javascript:app.showCategory('toy-better')\n"
+    summary = SimpleNamespace(target="REPORT.rst", path=Path("results/smoke/REPORT.rst"))
+    for files, expected in (([summary], "✅ reproduced"), ([], "No verdict summary yet")):
+        text = env.from_string(source + links).render(snakemake=snakemake, categories=categories, files=files)
+        html = publish_parts(text, writer="html", settings_overrides={"report_level": 5, "halt_level": 2})["html_body"]
+        assert expected in html and "toy-better" in html
