@@ -1,4 +1,4 @@
-"""claimbench workflow: every claim x profile -> run jobs -> claim verdicts -> report.
+"""claimbench workflow: every claim x profile -> tuning jobs -> run jobs -> claim verdicts -> report.
 
     snakemake --cores all                              # quick profile (2-core CPU, minutes)
     snakemake --cores all --config profile=paper       # the papers' setups (GPU)
@@ -6,8 +6,10 @@
     snakemake --report results/report.html             # HTML report: the verdict summary, then one
                                                        # category per claim (table and figure)
 
-Each run is one job whose output directory is its run id (a hash of its resolved spec) and whose
-inputs are its method's source files, so editing a method reruns exactly the runs that use it and
+Every method label of a claim is first tuned with the same budget (checkpoint `tune`, one job per
+distinct base configuration); its selection names the tuned evaluation run. Each run is one job
+whose output directory is its run id (a hash of its resolved spec) and whose inputs are its
+method's source files, so editing a method reruns exactly the runs that use it and
 a second invocation does nothing. Writes are atomic; after a crash or kill, rerunning redoes only
 what did not finish (profiles/default sets --rerun-incomplete).
 """
@@ -18,7 +20,9 @@ import sys
 sys.path.insert(0, workflow.basedir)  # the checkout's bench/ and methods/, also from a copy of it
 
 from bench.claims.catalog import check_profile, plan_all, run_sources  # noqa: E402
-from bench.core.layout import claim_paths, log_path, report_path, run_dir, summary_path  # noqa: E402
+from bench.claims.tuning import read_selection  # noqa: E402
+from bench.core.layout import claim_paths, log_path, report_path, run_dir, summary_path, tuning_selection  # noqa: E402
+from bench.core.spec import RunSpec  # noqa: E402
 from bench.report.markdown import summary_rst_path  # noqa: E402
 
 PROFILE = config.get("profile", "quick")
@@ -26,8 +30,9 @@ check_profile(PROFILE)
 THREADS = int(config.get("threads_per_run", 1))
 GPU = int(config.get("gpu_per_run", 0))  # set gpu_per_run=1 with --resources gpu=N on GPU hosts
 PLANS = {plan.claim.id: plan for plan in plan_all(PROFILE)}
-RUNS = {spec.run_id: spec for plan in PLANS.values() for spec in plan.runs.values()}
+BASES = {spec.run_id: spec for plan in PLANS.values() for spec in plan.runs.values()}  # labels before tuning
 RESULTS = "results"
+SELECTION = str(tuning_selection(RESULTS, PROFILE, "{base_id}"))
 RUN = str(run_dir(RESULTS, PROFILE, "{run_id}"))  # a run's folder, as a wildcard pattern
 CLAIM = {key: str(path) for key, path in claim_paths(".", PROFILE, "{claim}").items()}
 REPORT, SUMMARY = str(report_path(".", PROFILE)), str(summary_path(".", PROFILE))
@@ -38,6 +43,7 @@ report: "bench/report/assets/workflow.rst"
 
 wildcard_constraints:
     run_id="[0-9a-f]{12}",
+    base_id="[0-9a-f]{12}",
     claim="[A-Za-z0-9_.-]+",
 
 
@@ -47,6 +53,43 @@ rule all:
         SUMMARY,
 
 
+checkpoint tune:
+    """Equal-budget tuning of one label's base configuration (bench/claims/tuning.py): the same
+    grid size for every method, at the claim's budget, on a validation split carved from the
+    training data, with a tuning seed; writes the selection and the tuned evaluation spec."""
+    output:
+        SELECTION,
+    input:
+        lambda w: [os.path.relpath(p, workflow.basedir) for p in run_sources(BASES[w.base_id])],
+    params:
+        spec=lambda w: BASES[w.base_id].to_json(),
+    threads: THREADS
+    resources:
+        gpu=GPU,
+    log:
+        str(log_path(RESULTS, PROFILE, "tune-{base_id}")),
+    shell:
+        "{PY} -m bench select --spec {params.spec:q} --threads {threads} --results {RESULTS} 2> {log}"
+
+
+def evaluation_spec(run_id):
+    """The tuned spec of an evaluation run, from the selection that named it."""
+    for base in BASES.values():
+        selection = read_selection(RESULTS, base)
+        if selection and selection["eval_run_id"] == run_id:
+            return RunSpec.from_dict(selection["eval_spec"])
+    raise ValueError(f"no tuning selection names run {run_id}")
+
+
+def claim_runs(w):
+    """A claim's evaluation runs: each label's tuned run, known once its tuning job has finished."""
+    out = []
+    for base in PLANS[w.claim].runs.values():
+        checkpoints.tune.get(base_id=base.run_id)  # the selection exists from here on
+        out.append(str(run_dir(RESULTS, PROFILE, read_selection(RESULTS, base)["eval_run_id"]) / "run.json"))
+    return out
+
+
 rule train:
     """One run: R seeds of one (dataset, model, method, hyper-parameters) in lock-step."""
     output:
@@ -54,9 +97,9 @@ rule train:
         meta=f"{RUN}/run.json",
     input:
         # relative paths: moving or copying the checkout must not look like a changed input set
-        lambda w: [os.path.relpath(p, workflow.basedir) for p in run_sources(RUNS[w.run_id])],
+        lambda w: [os.path.relpath(p, workflow.basedir) for p in run_sources(evaluation_spec(w.run_id))],
     params:
-        spec=lambda w: RUNS[w.run_id].to_json(),
+        spec=lambda w: evaluation_spec(w.run_id).to_json(),
     threads: THREADS
     resources:
         gpu=GPU,
@@ -73,7 +116,7 @@ rule claim:
         table=report(CLAIM["table"], category="{claim}", caption="bench/report/assets/claim.rst"),
         figure=report(CLAIM["figure"], category="{claim}", caption="bench/report/assets/claim.rst"),
     input:
-        lambda w: [str(run_dir(RESULTS, PROFILE, spec.run_id) / "run.json") for spec in PLANS[w.claim].runs.values()],
+        claim_runs,
     params:
         digest=lambda w: PLANS[w.claim].claim.digest(),
     shell:

@@ -160,13 +160,18 @@ def read_selection(results_root: Path, base: RunSpec) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def tuned_spec(selection: dict[str, Any]) -> RunSpec:
+    """The evaluation run a selection names."""
+    return RunSpec.from_dict(selection["eval_spec"])
+
+
 def evaluation_spec(results_root: Path, base: RunSpec, claim_id: str, label: str) -> RunSpec:
     """The tuned evaluation run of a label, or a ConfigError saying how to tune it first."""
     selection = read_selection(results_root, base)
     if selection is None:
         raise ConfigError(f"claim {claim_id!r}, label {label!r}: not tuned yet (no {tuning_selection(results_root, base.profile, base.run_id)}); "
                           f"run `python -m bench select --spec '{base.to_json()}'` or `snakemake`")
-    return RunSpec.from_dict(selection["eval_spec"])
+    return tuned_spec(selection)
 
 
 def selection_table(selection: dict[str, Any]) -> pd.DataFrame:

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 import pooch
+import scipy.io
 
 from bench.core.errors import ChecksumMismatch, DatasetNotFound, unknown
 from bench.core.layout import PROJECT_ROOT

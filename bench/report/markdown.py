@@ -21,14 +21,17 @@ from typing import Any
 import jinja2
 import pandas as pd
 
+from bench.claims import convergence
 from bench.claims.catalog import Claim, load_claims
 from bench.core.layout import MAIN_PROFILES, atomic_write, claim_paths, report_path
 from bench.report import figures
+from bench.workloads import health
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not reproduced",
-                "inconclusive": "⚠️ inconclusive", "not run": "⏳ not run", "data unavailable": "🚫 data unavailable"}
+                "inconclusive": "⚠️ inconclusive", "not run": "⏳ not run", "data unavailable": "🚫 data unavailable",
+                "degenerate": "🩺 degenerate", "not testable at this budget": "🚧 not testable at this budget"}
 
 
 def summary_rst_path(root: Path, profile: str) -> Path:
@@ -84,6 +87,19 @@ def _method_markdown(outcome: dict[str, Any]) -> str:
     return pd.DataFrame(rows).to_markdown(index=False)
 
 
+def _tuning_markdown(outcome: dict[str, Any]) -> str:
+    """Every configuration the equal-budget tuning tried, per label, with its validation score."""
+    rows = []
+    knobs = list(dict.fromkeys(k for t in outcome["tuning"].values() for k in t["knobs"]))
+    for label, t in outcome["tuning"].items():
+        for point in t["points"]:
+            chosen = all(point[k] == v for k, v in t["chosen"].items())
+            rows.append({"method": label, **{k: f"{point[k]:g}" if k in point else "—" for k in knobs},
+                         f"validation {t['metric']}": f"{point['score']:.2f}", "status": point["status"],
+                         "chosen": "✔" if chosen else ""})
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
 def _claim_entries(root: Path, shown: tuple[str, ...], claims: dict[str, Claim]) -> list[dict[str, Any]]:
     """What the templates show of each claim: its spec's words and, per profile, its outcome (or None)."""
     entries = []
@@ -97,6 +113,7 @@ def _claim_entries(root: Path, shown: tuple[str, ...], claims: dict[str, Claim])
                 "verdict": VERDICT_MARK[o["verdict"]] if o else VERDICT_MARK["not run"],
                 "headline": o["headline"] if o else "—",
                 "method_table": _method_markdown(o) if o and o["methods"] else "",
+                "tuning_table": _tuning_markdown(o) if o and o.get("tuning") else "",
                 "models_differ": len({json.dumps(m, sort_keys=True) for m in models.values()}) > 1,
                 "figure_exists": (Path(root) / "figures" / p / f"{claim.id}.png").exists(),
             })
@@ -125,7 +142,8 @@ def render_markdown(root: Path, profile: str, claims: dict[str, Claim], now: dt.
     entries = _claim_entries(root, shown, claims)
     return _environment().get_template("REPORT.md.j2").render(
         generated=f"{now:%Y-%m-%d %H:%M}", profile=profile, shown=shown, rel=rel,
-        summary_table=_summary_markdown(entries, rel), claims=entries)
+        summary_table=_summary_markdown(entries, rel), claims=entries, convergence_threshold=convergence.THRESHOLD,
+        convergence_tail=convergence.TAIL, blow_up=health.BLOW_UP_FACTOR)
 
 
 def render_summary_rst(root: Path, profile: str, claims: dict[str, Claim], now: dt.datetime) -> str:

@@ -23,6 +23,8 @@ import pandas as pd
 
 from bench.claims import stats
 from bench.claims.catalog import Claim, ClaimPlan, expand
+from bench.claims.diagnostics import diagnose, rule_labels
+from bench.claims.tuning import read_selection, selection_words, tuned_spec
 from bench.core.layout import (
     atomic_write,
     claim_paths,
@@ -63,7 +65,16 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
         pd.DataFrame(columns=["method"]).to_csv(out["table"], index=False)
         return _write_json(out["json"], {**base, "verdict": "data unavailable", "detail": plan.unavailable,
                                          "headline": "—", "numbers": [], "methods": []})
-    run_dirs = {label: run_dir(Path(root) / "results", profile, spec.run_id) for label, spec in plan.runs.items()}
+    results_root = Path(root) / "results"
+    selections = {label: read_selection(results_root, spec) for label, spec in plan.runs.items()}
+    untuned = [label for label, s in selections.items() if s is None]
+    if untuned:
+        detail = f"not tuned yet: {', '.join(untuned)} (the equal-budget tuning stage runs first)"
+        figures.placeholder(out["figure"], claim.id, detail)
+        return _write_json(out["json"], {**base, "verdict": "not run", "detail": detail, "headline": "—",
+                                         "numbers": [], "methods": []})
+    runs = {label: tuned_spec(selections[label]) for label in plan.runs}
+    run_dirs = {label: run_dir(results_root, profile, spec.run_id) for label, spec in runs.items()}
     missing = [label for label, d in run_dirs.items() if not (d / "run.json").exists()]
     if missing:
         detail = f"runs not finished for: {', '.join(missing)}"
@@ -78,7 +89,9 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
     curves = pd.concat(frames, ignore_index=True)
     metric = claim.metric
     table = stats.method_table(curves, metric, metas)
-    outcome = stats.verdict(curves, claim.spec["verdict"], metric, claim.paper_numbers, profile)
+    diagnosis = diagnose(curves, {label: spec.model for label, spec in runs.items()}, metric)
+    outcome = stats.verdict(curves, claim.spec["verdict"], metric, claim.paper_numbers, profile, diagnosis.unconverged)
+    outcome = diagnosis.veto(outcome, rule_labels(claim.spec["verdict"]), metric["name"])
     diverged = {label: int(n) for label, n in zip(table.method, table.diverged) if n}
     if diverged:
         outcome["detail"] += "; diverged seeds: " + ", ".join(f"{k}: {v}" for k, v in diverged.items())
@@ -86,14 +99,18 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
     table.to_csv(out["table"], index=False)
     figures.claim_figure(out["figure"], curves, claim.id, claim.spec["statement"], metric, claim.paper_numbers,
                          profile, claim.x_axes, claim.yscale)
-    settings = plan.runs[next(iter(plan.runs))]
+    settings = runs[next(iter(runs))]
     return _write_json(out["json"], {
         **base, **outcome, "headline": _headline(outcome, base["rule"]),
         "metric": metric, "methods": table.replace({np.nan: None}).to_dict("records"),
-        "runs": {label: spec.run_id for label, spec in plan.runs.items()},
+        "runs": {label: spec.run_id for label, spec in runs.items()},
         "settings": {k: v for k, v in settings.to_dict().items() if k not in ("method", "hparams")},
-        "hparams": {label: spec.hparams for label, spec in plan.runs.items()},
-        "models": {label: spec.model for label, spec in plan.runs.items()},
+        "hparams": {label: spec.hparams for label, spec in runs.items()},
+        "models": {label: spec.model for label, spec in runs.items()},
+        "tuning": {label: {"words": selection_words(s), "knobs": s["knobs"], "metric": s["metric"],
+                           "points": s["points"], "chosen": s["chosen"], "on_edge": s["on_edge"]}
+                   for label, s in selections.items()},
+        **diagnosis.to_json(),
         "devices": sorted({m["device"] for m in metas.values()}),
         "commits": sorted({str(m["git"]["commit"]) + ("+dirty" if m["git"]["dirty"] else "") for m in metas.values()}),
     })
