@@ -23,6 +23,7 @@ from bench.claims.catalog import check_profile, plan_all, run_sources  # noqa: E
 from bench.claims.tuning import read_selection  # noqa: E402
 from bench.core.layout import claim_paths, log_path, report_path, run_dir, summary_path, tuning_selection  # noqa: E402
 from bench.core.spec import RunSpec  # noqa: E402
+from bench.engine.results import quarantine_corrupt_runs  # noqa: E402
 from bench.report.markdown import summary_rst_path  # noqa: E402
 
 PROFILE = config.get("profile", "quick")
@@ -32,6 +33,8 @@ GPU = int(config.get("gpu_per_run", 0))  # set gpu_per_run=1 with --resources gp
 PLANS = {plan.claim.id: plan for plan in plan_all(PROFILE)}
 BASES = {spec.run_id: spec for plan in PLANS.values() for spec in plan.runs.values()}  # labels before tuning
 RESULTS = "results"
+for corrupt in quarantine_corrupt_runs(run_dir(RESULTS, PROFILE, "")):  # rerun them, never trust them
+    print(f"claimbench: {corrupt} cannot be read; renamed to run.json.corrupt, the run will rerun", file=sys.stderr)
 SELECTION = str(tuning_selection(RESULTS, PROFILE, "{base_id}"))
 RUN = str(run_dir(RESULTS, PROFILE, "{run_id}"))  # a run's folder, as a wildcard pattern
 CLAIM = {key: str(path) for key, path in claim_paths(".", PROFILE, "{claim}").items()}

@@ -48,6 +48,17 @@ def cmd_list(args: argparse.Namespace) -> None:
         print(f"  {name:28s} {spec.description} -- {state}")
 
 
+def _key_values(items: list[str], flag: str) -> dict:
+    """KEY=VALUE flags, each value read as YAML (5, 1e-3, true, [[200, 200]], adam)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{flag} {item!r}: write key=value")
+        key, value = item.split("=", 1)
+        out[key] = parse_scalar(value)
+    return out
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     if args.spec:
         spec = RunSpec.from_json(args.spec)
@@ -55,16 +66,11 @@ def cmd_run(args: argparse.Namespace) -> None:
         missing = [f"--{k}" for k in ("method", "dataset", "layers") if getattr(args, k) is None]
         if missing:
             raise ConfigError(f"run needs {', '.join(missing)} (or --spec JSON)")
-        overrides = {}
-        for item in args.set:
-            if "=" not in item:
-                raise ConfigError(f"--set {item!r}: write key=value")
-            key, value = item.split("=", 1)
-            overrides[key] = parse_scalar(value)
+        overrides = _key_values(args.set, "--set")
         cls = get_method(args.method)
+        model = {"family": cls.family, "layers": [int(s) for s in args.layers.split(",")], **_key_values(args.model, "--model")}
         spec = RunSpec(
-            profile=args.profile, dataset=args.dataset, method=cls.name,
-            model={"family": cls.family, "layers": [int(s) for s in args.layers.split(",")]},
+            profile=args.profile, dataset=args.dataset, method=cls.name, model=model,
             hparams=resolve_hparams(cls, overrides), seeds=tuple(int(s) for s in args.seeds.split(",")),
             epochs=args.epochs, batch_size=args.batch_size, train_subset=args.train_subset,
             transform=args.transform, eval_k=args.eval_k, eval_subset=args.eval_subset,
@@ -149,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--method"), r.add_argument("--dataset")
     r.add_argument("--layers", help="comma-separated sizes from the data side, e.g. 784,200,200,10")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="hyper-parameter override")
+    r.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+                   help="model config beyond the layers, e.g. --model hidden=[[200,200]] for the vae family")
     r.add_argument("--seeds", default="0"), r.add_argument("--epochs", type=int, default=1)
     r.add_argument("--batch-size", type=int, default=100), r.add_argument("--train-subset", type=int)
     r.add_argument("--transform", default="none")

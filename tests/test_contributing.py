@@ -6,11 +6,15 @@ first line is ``# append to: PATH`` is appended to PATH. The commands the README
 (``python -m bench new-method ...``, ``python -m bench plan --claims ...``) are run as written (with
 ``--profile smoke --json`` added to the plan, to get the specs of the tiny smoke profile), in the copy
 (``cwd`` and ``PYTHONPATH`` the copy, so that its code is imported, not the checkout's). Instead of
-``snakemake --cores all``, the plan's specs run side by side with ``python -m bench run --spec`` (what
-Snakemake's train jobs do), then ``python -m bench verdict`` and ``python -m bench report``. The one
-deviation from the README is in the dataset recipe: see ``dataset_project``.
+``snakemake --cores all``, the claim goes through the README's two stages "On a machine without
+Snakemake", read from its code block and run as written at the smoke profile for the recipe's claim:
+each base spec of ``plan --json`` through ``python -m bench select --spec`` (the equal-budget tuning,
+Snakemake's tune jobs), side by side; then each tuned spec of ``plan --stage eval --json`` through
+``python -m bench run --spec`` (its train jobs); then ``python -m bench verdict`` and ``python -m bench
+report``. The one deviation from the README is in the dataset recipe: see ``dataset_project``.
 
-One copy per recipe (module fixtures); the smoke profile keeps every run to seconds, and most of the
+One copy per recipe (module fixtures); the smoke profile keeps every run to seconds (tuning adds
+CONFIGS['smoke'] tiny runs, maybe one more, per label, in its `select` process), and most of the
 file's time is the ~4 CPU seconds each `python -m bench` process takes to import the harness.
 """
 
@@ -155,27 +159,85 @@ def sh(workdir: Path, cmd: str | list[str], env: dict[str, str] | None = None, c
     return finish(start(workdir, cmd, env), check)
 
 
-def run_specs(workdir: Path, specs: list[str]) -> None:
-    """`python -m bench run --spec JSON` for each spec, side by side (each on one thread), as
-    Snakemake's train jobs run them."""
-    started = [start(workdir, ["python", "-m", "bench", "run", "--spec", s, "--results", "results", "--quiet",
-                               "--threads", "1"]) for s in specs]
-    for job in started:
-        finish(job)
-
-
 def plan_specs(workdir: Path, plan_cmd: str) -> list[dict]:
-    """The README's plan command, at the smoke profile and as JSON: one RunSpec per line."""
+    """The README's plan command, at the smoke profile and as JSON: one (base) RunSpec per line."""
     out = sh(workdir, shlex.split(plan_cmd) + ["--profile", "smoke", "--json"]).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-def run_claim(workdir: Path, claim_id: str, specs: list[dict]) -> str:
-    """Run a claim's specs, its verdict and the smoke report; return REPORT.md."""
-    run_specs(workdir, [json.dumps(s) for s in specs])
-    sh(workdir, f"python -m bench verdict {claim_id} --profile smoke")
-    sh(workdir, "python -m bench report --profile smoke")
+def without_snakemake() -> str:
+    """The code block of the README's paragraph 'On a machine without Snakemake'."""
+    text = (ROOT / "README.md").read_text()
+    at = text.find("On a machine without Snakemake")
+    assert at >= 0, "README.md has no paragraph 'On a machine without Snakemake'"
+    block = re.search(r"^```\w*\n(.*?)^```", text[at:], re.MULTILINE | re.DOTALL)
+    assert block, "README's 'On a machine without Snakemake' has no code block"
+    return block.group(1)
+
+
+def two_stages(block: str) -> tuple[list[tuple[list[str], list[str]]], list[list[str]]]:
+    """The block's `PLAN | xargs ... CMD` pipelines as (plan argv, the command each spec line is
+    appended to), in order, and the commands after them (split at `&&`)."""
+    pipelines, after = [], []
+    for line in re.sub(r"\|\s*\n\s*", "| ", block).splitlines():
+        if "|" in line:
+            plan, xargs = (shlex.split(part) for part in line.split("|"))
+            assert xargs[0] == "xargs" and "python" in xargs, line
+            pipelines.append((plan, xargs[xargs.index("python"):]))
+        elif line.strip():
+            after += [shlex.split(cmd) for cmd in line.split("&&")]
+    return pipelines, after
+
+
+def for_claim(argv: list[str], readme_claim: str, claim_id: str) -> list[str]:
+    """A README command for its example claim and profile, made one for `claim_id` at the smoke profile."""
+    argv = [claim_id if a == readme_claim else a for a in argv]
+    return [("smoke" if i and argv[i - 1] == "--profile" else a) for i, a in enumerate(argv)]
+
+
+def run_claim(workdir: Path, claim_id: str) -> str:
+    """The README's two stages without Snakemake for `claim_id` at the smoke profile: tune every base
+    spec the plan lists (`select`, side by side, each on one thread), run every tuned spec the plan's
+    eval stage lists (`run`, side by side), then the verdict and the report; return REPORT.md."""
+    pipelines, after = two_stages(without_snakemake())
+    readme_claim = pipelines[0][0][pipelines[0][0].index("--claims") + 1]
+    for plan, command in pipelines:
+        specs = [line for line in sh(workdir, for_claim(plan, readme_claim, claim_id)).stdout.splitlines() if line.strip()]
+        assert specs, f"`{shlex.join(plan)}` listed no spec for {claim_id}"
+        for job in [start(workdir, command + [spec]) for spec in specs]:
+            finish(job)
+    for command in after:
+        sh(workdir, for_claim(command, readme_claim, claim_id))
     return (workdir / "results/smoke/REPORT.md").read_text()
+
+
+def plan_lines(workdir: Path, plan_cmd: str) -> dict[str, str]:
+    """The README's (human-readable) plan command at the smoke profile: base run id -> its line."""
+    out = sh(workdir, shlex.split(plan_cmd) + ["--profile", "smoke"]).stdout
+    return {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+
+
+def check_tuned(workdir: Path, plan_cmd: str, bases: list[dict]) -> dict[str, dict]:
+    """Every base run was tuned (its selection names a tuned run that finished, whose spec is the
+    base with only the tuned knobs changed), and the README's plan command shows base -> tuned run."""
+    chosen, lines = selections(workdir), plan_lines(workdir, plan_cmd)
+    out = {}
+    for base in bases:
+        base_id = hashlib.sha256(json.dumps(base, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+        selection = chosen[base_id]
+        assert len(selection["points"]) >= selection["configs"], selection
+        tuned = selection["eval_spec"]
+        assert {k: v for k, v in tuned.items() if k != "hparams"} == {k: v for k, v in base.items() if k != "hparams"}
+        assert tuned["hparams"] == {**base["hparams"], **selection["chosen"]}
+        assert (workdir / "results/smoke/runs" / selection["eval_run_id"] / "run.json").is_file()
+        assert f"-> {selection['eval_run_id']} " in lines[base_id], lines[base_id]
+        out[base_id] = selection
+    return out
+
+
+def selections(workdir: Path) -> dict[str, dict]:
+    """base run id -> its tuning selection, from results/smoke/tuning/."""
+    return {p.stem: json.loads(p.read_text()) for p in (workdir / "results/smoke/tuning").glob("*.json")}
 
 
 def report_row(report: str, claim_id: str) -> str:
@@ -201,6 +263,13 @@ def test_readme_recipes_are_where_this_test_reads_them():
     assert any(c.startswith("python -m bench plan --claims ") for c in inline_commands(recipe("method")))
     assert any(c.startswith("python -m bench plan --claims ") for c in inline_commands(recipe("claim")))
     assert "python -m bench list" in inline_commands(recipe("dataset"))
+    pipelines, after = two_stages(without_snakemake())
+    assert [cmd[:4] for _, cmd in pipelines] == [["python", "-m", "bench", "select"], ["python", "-m", "bench", "run"]]
+    assert [plan[:4] for plan, _ in pipelines] == [["python", "-m", "bench", "plan"]] * 2
+    assert [("--stage" in plan, "--json" in plan) for plan, _ in pipelines] == [(False, True), (True, True)]
+    assert pipelines[1][0][pipelines[1][0].index("--stage") + 1] == "eval"
+    assert all(cmd[-1] == "--spec" for _, cmd in pipelines)
+    assert [cmd[:4] for cmd in after] == [["python", "-m", "bench", "verdict"], ["python", "-m", "bench", "report"]]
 
 
 # --------------------------------------------------------------------------- add a method
@@ -247,13 +316,19 @@ def method_project(tmp_path_factory, data_dir):
 
 
 def test_add_a_method(method_project):
-    """The plan lists the new method's run; run with the claim's others, the report shows it."""
+    """The plan lists the new method's base run; tuned and run with the claim's others, the plan
+    shows its tuned run and the report shows it, with its tuning."""
     workdir, claim_id, label, name, plan_cmd = method_project
     specs = plan_specs(workdir, plan_cmd)
     assert [s for s in specs if s["method"] == name], f"plan has no run of {name}: {specs}"
     assert len(specs) >= 2  # the claim's other labels too
-    report = run_claim(workdir, claim_id, specs)
-    assert f"| {label}" in report_section(report, claim_id)
+    assert all("(not tuned yet)" in line for line in plan_lines(workdir, plan_cmd).values())
+    report = run_claim(workdir, claim_id)
+    tuned = check_tuned(workdir, plan_cmd, specs)
+    assert {s["method"] for s in tuned.values()} >= {name}
+    section = report_section(report, claim_id)
+    assert f"| {label}" in section
+    assert re.search(rf"Tuning \(equal budget.*{re.escape(label)}: lr=\S+ \(best of \d+ configurations", section), section
     assert any(v in report_row(report, claim_id) for v in VERDICTS), report_row(report, claim_id)
 
 
@@ -278,10 +353,14 @@ def test_add_a_workload_and_a_claim(workload_project):
     specs = plan_specs(workdir, plan_cmd)
     assert len(specs) == 2 and {s["method"] for s in specs} == {"bernoulli_mle"}, specs
     assert {s["model"]["family"] for s in specs} == {"factorial_bernoulli"}
-    report = run_claim(workdir, claim_id, specs)
+    report = run_claim(workdir, claim_id)
+    tuned = check_tuned(workdir, plan_cmd, specs)
+    assert all(s["metric"] == "ll" and s["knobs"] == ["lr"] for s in tuned.values())  # the workload's tuning metric
     row = report_row(report, claim_id)
     assert any(v in row for v in VERDICTS) and "not run" not in row, row
-    for run in (workdir / "results/smoke/runs").iterdir():
+    runs = [*(workdir / "results/smoke/runs").iterdir(), *(workdir / "results/smoke/tuning/runs").iterdir()]
+    assert len(runs) >= 2 + 2 * 4
+    for run in runs:
         curve = pd.read_parquet(run / "curve.parquet")
         assert "ll" in set(curve["metric"]), run
         assert np.isfinite(curve.loc[curve["metric"] == "ll", "value"]).all()

@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import ROOT
 
@@ -148,3 +149,43 @@ def test_commit_of_a_copied_tree_comes_from_the_environment(tmp_path, monkeypatc
     assert results.git_state() == {"commit": None, "dirty": None}
     monkeypatch.setenv("CLAIMBENCH_COMMIT", "abc123")
     assert results.git_state() == {"commit": "abc123", "dirty": False}
+
+
+def test_a_run_record_cut_in_half_is_named_and_rerun(tmp_path):
+    """Issue 12, fault 8: a truncated run.json is a clear error naming the folder, and the workflow's
+    quarantine renames it so that the run reruns instead of breaking its claim's verdict job."""
+    from bench.engine import results
+
+    folder = tmp_path / "runs" / "0123456789ab"
+    results.write_run(folder, pd.DataFrame(columns=results.CURVE_COLUMNS), {"run_id": "x", "spec": {}, "status": "ok",
+                                                                             "seeds": {}})
+    text = (folder / "run.json").read_text()
+    (folder / "run.json").write_text(text[: len(text) // 2])
+    with pytest.raises(results.CorruptRun, match=str(folder)):
+        results.read_run(folder)
+    assert results.quarantine_corrupt_runs(tmp_path / "runs") == [folder / "run.json"]
+    assert not (folder / "run.json").exists() and (folder / "run.json.corrupt").exists()
+
+
+@pytest.mark.parametrize("model, transform", [
+    ({"family": "vae", "layers": [784, 5], "hidden": [[20]]}, "unit_interval"),
+    ({"family": "helmholtz", "layers": [784, 10]}, "unit_interval"),
+])
+def test_a_bernoulli_likelihood_on_grey_pixels_is_refused(tmp_path, model, transform):
+    """Issue 12, fault 5: grey pixels in [0, 1] under a Bernoulli likelihood give no log-likelihood;
+    the error names the model, the data and the fix before anything trains."""
+    spec = RunSpec(profile="adhoc", dataset="mnist", model=model, method="vae" if model["family"] == "vae" else "rws",
+                   hparams={}, seeds=(0,), epochs=1, batch_size=50, train_subset=100, transform=transform)
+    with pytest.raises(ConfigError, match="unit_interval"):
+        train.run(spec, tmp_path, progress=False)
+
+
+def test_the_vae_family_builds_from_the_command_line(tmp_path):
+    """Issue 12, fault 11: `bench run --method vae` takes the model's other keys with --model."""
+    from bench.cli import main
+
+    args = ["run", "--method", "vae", "--dataset", "uci_dna", "--layers", "180,4", "--epochs", "1", "--train-subset",
+            "100", "--batch-size", "50", "--eval-subset", "20", "--eval-k", "2", "--final-eval-k", "2", "--quiet",
+            "--results", str(tmp_path)]
+    assert main(args) == 2  # no hidden: a clear error naming it
+    assert main([*args, "--model", "hidden=[[16]]"]) == 0

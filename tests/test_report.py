@@ -97,3 +97,18 @@ def test_snakemake_landing_text_includes_the_summary(rendered, monkeypatch):
         text = env.from_string(source + links).render(snakemake=snakemake, categories=categories, files=files)
         html = publish_parts(text, writer="html", settings_overrides={"report_level": 5, "halt_level": 2})["html_body"]
         assert expected in html and "toy-better" in html
+
+
+def test_a_method_without_any_finite_value_does_not_break_the_report(tmp_path):
+    """Issue 12, fault 2: a method whose metric is -inf/NaN in every row has no final value (None in
+    the json); its row says so and every other claim is still reported."""
+    claims = {"toy-better": Claim("toy-better", SPEC, tmp_path / "toy.yaml")}
+    dead = {**METHOD, "method": "B", "final": None, "final_lo": None, "final_hi": None, "best": None,
+            "seconds_per_epoch": None}
+    outcome = {**OUTCOME, "verdict": "inconclusive", "detail": "A vs B: fewer than 2 finished seeds", "headline": "—",
+               "methods": [{**METHOD, "method": "A"}, dead]}
+    (tmp_path / "results/smoke/claims").mkdir(parents=True)
+    (tmp_path / "results/smoke/claims/toy-better.json").write_text(json.dumps(outcome))
+    text = (write_report(tmp_path, "smoke", claims)).read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| B "))
+    assert "—" in row and "fewer than 2 finished seeds" in text

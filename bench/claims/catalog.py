@@ -44,6 +44,7 @@ from bench.core.errors import ConfigError, unknown
 from bench.core.spec import RunSpec
 from bench.engine import data
 from bench.engine.methods import get_method, resolve_hparams, source_files
+from bench.workloads import workload_for
 
 CLAIMS_DIR = Path(__file__).resolve().parent  # the YAML files live beside this module
 PROFILES = ("quick", "paper", "smoke")
@@ -177,6 +178,10 @@ def expand(claim: Claim, profile: str) -> ClaimPlan:
         data_keys = {k: claim.spec[k] for k in DATA_KEYS if k in claim.spec}
         plan.runs[label] = RunSpec(profile=profile, dataset=claim.spec["dataset"], model=label_model, method=cls.name,
                                    hparams=hparams, **data_keys, **settings)
+        try:
+            workload_for(label_model["family"]).check_transform(label_model, plan.runs[label].transform)
+        except ConfigError as exc:
+            raise ConfigError(f"{claim.source.name}, claim {claim.id!r}, label {label!r}: {exc}") from None
     return plan
 
 

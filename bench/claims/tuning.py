@@ -9,8 +9,10 @@ trains at the claim's own budget (epochs, data, batch, model) with TUNING_SEED, 
 from every evaluation seed, and is scored by the workload's tuning metric (the log-likelihood, or
 the loss for MLPs) on a validation split carved from its training data (the last
 VALID_FRACTION of it, at most the claim's eval_subset examples). A diverged configuration scores
-worst. When the best configuration sits on the edge of the grid in a knob, the grid is widened once
-by one point beyond that edge; if the best is then still on the edge, the selection says so.
+worst. When the best configuration sits on the edge of the grid in a knob of at least 3 values, the
+grid is widened once by one point beyond that edge; if the best is then still on the edge, the
+selection says so. (A knob of 2 values has no interior: at CONFIGS = 4 a two-knob method's 2 x 2
+grid is not widened, so it never gets more configurations than a one-knob method's 4 + 1.)
 
 A plain grid, not Optuna's samplers: it is deterministic, the same for every method, cheap to
 explain in the report, and its few points per knob leave a sampler nothing to learn from.
@@ -52,8 +54,10 @@ def knobs(base: RunSpec) -> tuple[str, ...]:
 
 def grid(base: RunSpec, configs: int) -> list[dict[str, float]]:
     """The initial grid: per knob m = round(configs ** (1 / n_knobs)) log-spaced values centred on
-    the base value, STEP decades apart."""
+    the base value, STEP decades apart (a method with no knob: the base configuration alone)."""
     names = knobs(base)
+    if not names:
+        return [{}]
     m = max(1, round(configs ** (1 / len(names))))
     axes = [[_value(base, name, i - (m - 1) / 2) for i in range(m)] for name in names]
     return [dict(zip(names, point)) for point in product(*axes)]
@@ -85,13 +89,14 @@ def _train_size(base: RunSpec) -> int:
 
 
 def score(run: Path, metric: str, higher_is_better: bool) -> tuple[str, float]:
-    """(status, the tuning metric on 'valid' at the end); a diverged run scores the worst value."""
+    """(status, the tuning metric on 'valid' at the end: the mean of the estimates at the last step);
+    a diverged run scores the worst value."""
     curve, meta = results.read_run(run)
     rows = curve[(curve.split == "valid") & (curve.metric == metric)]
     worst = -math.inf if higher_is_better else math.inf
     if meta["status"] != "ok" or rows.empty:
         return meta["status"] if meta["status"] != "ok" else "no score", worst
-    value = float(rows.sort_values("step").value.iloc[-1])
+    value = float(rows[rows.step == rows.step.max()].value.mean())
     return "ok", value if math.isfinite(value) else worst
 
 
@@ -109,17 +114,22 @@ def _run_points(points: list[dict], base: RunSpec, results_root: Path, metric: s
 
 
 def _best(rows: list[dict], better: bool) -> dict:
-    return (max if better else min)(rows, key=lambda r: r["score"])
+    """The best-scoring configuration; the first of equals (grid order), so the choice is deterministic."""
+    return sorted(rows, key=lambda r: -r["score"] if better else r["score"])[0]
 
 
 def _edges(rows: list[dict], best: dict, names: tuple[str, ...]) -> dict[str, str]:
-    """knob -> 'low'/'high' where the best value is the grid's smallest/largest of that knob."""
+    """knob -> 'low'/'high' where the best value is the grid's smallest/largest of that knob. A knob
+    with fewer than 3 values has no interior, so no edge to test (and is never widened: widening it
+    would give a two-knob method more configurations than a one-knob one)."""
     out = {}
     for name in names:
         values = sorted({r[name] for r in rows})
-        if len(values) > 1 and best[name] == values[0]:
+        if len(values) < 3:
+            continue
+        if best[name] == values[0]:
             out[name] = "low"
-        elif len(values) > 1 and best[name] == values[-1]:
+        elif best[name] == values[-1]:
             out[name] = "high"
     return out
 
@@ -146,7 +156,9 @@ def select(base: RunSpec, results_root: Path = Path("results"), threads: int = 1
         "base_run_id": base.run_id, "method": base.method, "knobs": list(names), "metric": metric,
         "higher_is_better": better, "configs": CONFIGS[base.profile], "step_decades": STEP,
         "seed": TUNING_SEED, "carve_valid": tuning_spec(base, chosen).carve_valid,
-        "points": rows, "chosen": chosen, "widened": bool(widened),
+        "points": [{k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in r.items()}
+                   for r in rows],  # strict JSON: a diverged point's score is null
+        "chosen": chosen, "widened": bool(widened),
         "on_edge": still, "all_diverged": all(r["status"] != "ok" for r in rows),
         "eval_run_id": evaluation.run_id, "eval_spec": evaluation.to_dict(),
     }
@@ -183,6 +195,8 @@ def selection_table(selection: dict[str, Any]) -> pd.DataFrame:
 
 def selection_words(selection: dict[str, Any]) -> str:
     """The choice in one line for the report."""
+    if not selection["knobs"]:
+        return "nothing to tune (the method declares no knob)"
     chosen = ", ".join(f"{k}={v:g}" for k, v in selection["chosen"].items())
     words = f"{chosen} (best of {len(selection['points'])} configurations by validation {selection['metric']})"
     if selection["widened"]:

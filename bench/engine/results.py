@@ -25,12 +25,17 @@ from typing import Any
 import pandas as pd
 import torch
 
+from bench.core.errors import ClaimbenchError
 from bench.core.layout import PROJECT_ROOT, atomic_write
 
 CURVE_COLUMNS = [
     "run_id", "method", "dataset", "model", "profile", "seed", "step", "epoch", "examples",
     "train_seconds", "split", "metric", "eval_k", "value",
 ]
+class CorruptRun(ClaimbenchError):
+    """A run folder whose run.json or curve.parquet cannot be read (a kill mid-copy, a full disk)."""
+
+
 PACKAGES = ("torch", "numpy", "pandas", "snakemake", "seaborn", "matplotlib", "claimbench")
 
 
@@ -43,9 +48,29 @@ def write_run(out_dir: Path, curve: pd.DataFrame, meta: dict[str, Any]) -> None:
 
 
 def read_run(out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(curve, run.json) of a finished run; a record that cannot be read is a CorruptRun naming it."""
     out_dir = Path(out_dir)
-    meta = json.loads((out_dir / "run.json").read_text())
-    return pd.read_parquet(out_dir / "curve.parquet"), meta
+    try:
+        meta = json.loads((out_dir / "run.json").read_text())
+        curve = pd.read_parquet(out_dir / "curve.parquet")
+        meta["spec"], meta["status"], meta["seeds"]  # noqa: B018 -- the keys every reader needs
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CorruptRun(f"{out_dir}: the run's record cannot be read ({type(exc).__name__}: {exc}); delete "
+                         f"that folder and rerun `snakemake` (it reruns the run)") from exc
+    return curve, meta
+
+
+def quarantine_corrupt_runs(runs_dir: Path) -> list[Path]:
+    """Rename every unreadable run.json under runs_dir to run.json.corrupt, so that the workflow sees
+    the run as unfinished and reruns it instead of failing on it (or trusting it); returns them."""
+    moved = []
+    for record in sorted(Path(runs_dir).glob("*/run.json")):
+        try:
+            read_run(record.parent)
+        except CorruptRun:
+            record.replace(record.with_name("run.json.corrupt"))
+            moved.append(record)
+    return moved
 
 
 def git_state() -> dict[str, Any]:

@@ -119,6 +119,7 @@ def run(spec: RunSpec, out_dir: Path, device: str = "auto", threads: int | None 
     started = dt.datetime.now(dt.timezone.utc).isoformat()
     torch.manual_seed(zlib.crc32(repr(spec.seeds).encode()))  # the sampling noise of the whole run
     method_cls = get_method(spec.method)
+    workload_for(spec.model["family"]).check_transform(spec.model, spec.transform)
     data = prepare_data(spec, dev)
     model = build_model(spec.model, list(spec.seeds)).to(dev)
     workload = workload_for(model.family)

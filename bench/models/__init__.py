@@ -38,4 +38,10 @@ def build_model(config: dict, seeds: list[int]) -> nn.Module:
     if family is None:
         raise ConfigError(f"model config {config} has no 'family'; known families: {', '.join(FAMILIES)}")
     check_keys(f"model config of family {family!r}", config, model_keys(family))
+    params = inspect.signature(FAMILIES.get(family)).parameters
+    missing = [name for name, p in params.items() if p.default is inspect.Parameter.empty and name != "seeds"
+               and name not in config]
+    if missing:
+        raise ConfigError(f"model family {family!r} needs {', '.join(map(repr, missing))} (got {sorted(config)}); "
+                          f"in a claim set them under `model:`, on the command line with --model KEY=VALUE")
     return FAMILIES.get(family)(seeds=seeds, **config)

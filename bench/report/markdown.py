@@ -68,19 +68,31 @@ def load_outcome(root: Path, profile: str, claim_id: str) -> dict[str, Any] | No
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def _num(value: float | None, spec: str = ".2f") -> str:
+    """A number for a table, or "—" for a value that does not exist (no finished seed: None/NaN)."""
+    return "—" if value is None or value != value else format(value, spec)
+
+
+def _interval(lo: float | None, hi: float | None, spec: str = ".2f") -> str:
+    return "" if lo is None or hi is None or lo != lo else f" [{format(lo, spec)}, {format(hi, spec)}]"
+
+
 def _method_markdown(outcome: dict[str, Any]) -> str:
+    metric = outcome["metric"]
     rows = []
     for m in outcome["methods"]:
-        ci = f" [{m['final_lo']:.2f}, {m['final_hi']:.2f}]" if m.get("final_lo") is not None else ""
-        secs = f"{m['train_seconds']:.1f}" + (f" [{m['train_seconds_lo']:.1f}, {m['train_seconds_hi']:.1f}]"
-                                              if m.get("train_seconds_lo") is not None else "")
-        rows.append({
+        row = {
             "method": m["method"],
-            f"final {outcome['metric']['split']} {outcome['metric']['name']} (K={m['eval_k']})": f"{m['final']:.2f}{ci}",
-            "best (curve K)": f"{m['best']:.2f}" if m.get("best") is not None else "—",
-            "epochs": f"{m['epochs']:g}",
-            "train s": secs,
-            "s / epoch": f"{m['seconds_per_epoch']:.2f}",
+            f"final {metric['split']} {metric['name']} (K={m['eval_k']})": _num(m["final"]) + _interval(m.get("final_lo"), m.get("final_hi")),
+        }
+        if "heldout" in m:  # a training-loss claim also shows the held-out loss
+            row[f"final {m['heldout_split']} {metric['name']}"] = _num(m["heldout"]) + _interval(m.get("heldout_lo"), m.get("heldout_hi"))
+        rows.append({
+            **row,
+            "best (curve K)": _num(m.get("best")),
+            "epochs": _num(m["epochs"], "g"),
+            "train s": _num(m["train_seconds"], ".1f") + _interval(m.get("train_seconds_lo"), m.get("train_seconds_hi"), ".1f"),
+            "s / epoch": _num(m["seconds_per_epoch"]),
             "seeds (diverged)": f"{m['seeds']} ({m['diverged']})",
             "device": m["device"],
         })
@@ -95,7 +107,7 @@ def _tuning_markdown(outcome: dict[str, Any]) -> str:
         for point in t["points"]:
             chosen = all(point[k] == v for k, v in t["chosen"].items())
             rows.append({"method": label, **{k: f"{point[k]:g}" if k in point else "—" for k in knobs},
-                         f"validation {t['metric']}": f"{point['score']:.2f}", "status": point["status"],
+                         f"validation {t['metric']}": _num(point["score"]), "status": point["status"],
                          "chosen": "✔" if chosen else ""})
     return pd.DataFrame(rows).to_markdown(index=False)
 

@@ -29,8 +29,9 @@ class Workload:
     transforms: ClassVar[tuple[str, ...]] = ("none", "dynamic_binarize", "unit_interval")
     tuning_metric: ClassVar[tuple[str, bool]] = ("ll", True)  # (metric, higher is better) tuning scores on 'valid'
 
-    def check_transform(self, transform: str) -> None:
-        """The data transforms this family's likelihood accepts (see bench.engine.data)."""
+    def check_transform(self, model: dict, transform: str) -> None:
+        """The data transforms this family's likelihood accepts (see bench.engine.train.prepare_data);
+        `model` is the run's model config. A ConfigError names the model, the data and the fix."""
         if transform not in self.transforms:
             raise ConfigError(f"model family {self.family!r} cannot read data with transform {transform!r}; "
                               f"use one of {self.transforms}")

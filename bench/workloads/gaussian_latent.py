@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from bench.core.errors import ConfigError
 from bench.estimators.amortization import active_units
 from bench.estimators.importance import importance_log_likelihood
 from bench.models.vae import GaussianLatentModel
@@ -37,6 +38,13 @@ class GaussianLatentWorkload(Workload):
     def health_checks(self, model: dict) -> list[Check]:
         return [dead_latents(), all_units_active(sum(model["layers"][1:])),
                 blow_up("ll", higher_is_better=True, split="test"), flat_curve("ll", "test")]
+
+    def check_transform(self, model: dict, transform: str) -> None:
+        super().check_transform(model, transform)
+        if transform == "unit_interval" and model.get("likelihood", "bernoulli") == "bernoulli":
+            raise ConfigError(f"a Bernoulli likelihood on grey pixels (transform 'unit_interval') is no likelihood of "
+                              f"the data: {self.family} model {model}; use transform 'dynamic_binarize' (binarized "
+                              f"images) or likelihood 'gaussian'")
 
     def prepare(self, model: GaussianLatentModel, x_train: Tensor) -> None:
         model.initialize_from_data(x_train)
