@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,16 @@ def data_dir() -> Path:
             return d
     pytest.fail("no data folder with the distributed npz files and orig/ on the search path: "
                 "set CLAIMBENCH_DATA (e.g. export CLAIMBENCH_DATA=../shared/data), as .ci/run does")
+
+
+def copy_project(dest: Path, names: tuple[str, ...]) -> Path:
+    """The named files and folders of the checkout copied into dest (mtimes kept), for tests that
+    run the workflow or the command line as a user would, away from the checkout."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest

@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import ROOT, copy_project
 
 PROJECT_FILES = ("bench", "methods", "Snakefile", "pyproject.toml", "README.md", "profiles")
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
@@ -104,15 +103,8 @@ def apply_blocks(workdir: Path, blocks: list[tuple[str, str, str]]) -> list[Path
 
 
 # --------------------------------------------------------------------------- the copy and its commands
-def copy_project(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / name)
-    return dest
+def copy_project_files(dest: Path) -> Path:
+    return copy_project(dest, PROJECT_FILES)
 
 
 def env_for(workdir: Path, data: list[Path] = ()) -> dict[str, str]:
@@ -302,7 +294,7 @@ def add_under_methods(yaml_text: str, claim_id: str, line: str) -> str:
 def method_project(tmp_path_factory, data_dir):
     """A copy in which the 'Add a method' steps were followed: scaffold, name it in a claim."""
     text = recipe("method")
-    workdir = copy_project(tmp_path_factory.mktemp("method") / "project")
+    workdir = copy_project_files(tmp_path_factory.mktemp("method") / "project")
     claim_id, claim_file, line, name = _method_line(text)
     new_method = next(c for c in inline_commands(text) if c.startswith("python -m bench new-method "))
     assert new_method == f"python -m bench new-method {name}"
@@ -336,7 +328,7 @@ def test_add_a_method(method_project):
 @pytest.fixture(scope="module")
 def workload_project(tmp_path_factory, data_dir):
     """A copy with the 'Add a workload' files and the 'Add a claim' claim that uses its family."""
-    workdir = copy_project(tmp_path_factory.mktemp("workload") / "project")
+    workdir = copy_project_files(tmp_path_factory.mktemp("workload") / "project")
     apply_blocks(workdir, file_blocks(recipe("workload")) + file_blocks(recipe("claim")))
     return workdir
 
@@ -380,7 +372,7 @@ def dataset_project(tmp_path_factory):
     list` and `python -m bench fetch NAME` with that folder on $CLAIMBENCH_DATA, and `fetch` with a
     corrupted copy of the npz (one byte appended) in another folder."""
     base = tmp_path_factory.mktemp("dataset")
-    workdir = copy_project(base / "project")
+    workdir = copy_project_files(base / "project")
     blocks = file_blocks(recipe("dataset"))
     (_, _, block), = blocks
     name = re.search(r'DATASETS\["(\w+)"\]', block).group(1)

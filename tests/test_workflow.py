@@ -15,21 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import copy_project
 
 PROJECT_FILES = ("Snakefile", "bench", "methods", "profiles")
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
 
 
 def _copy_project(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / name)
-    return dest
+    return copy_project(dest, PROJECT_FILES)
 
 
 def _env() -> dict[str, str]:

@@ -43,7 +43,8 @@ from bench.claims.schema import validate_claim
 from bench.core.errors import ConfigError, unknown
 from bench.core.spec import RunSpec
 from bench.engine import data
-from bench.engine.methods import get_method, resolve_hparams, source_files
+from bench.engine.methods import get_method, harness_sources, resolve_hparams, source_files
+from bench.models import FAMILIES
 from bench.workloads import workload_for
 
 CLAIMS_DIR = Path(__file__).resolve().parent  # the YAML files live beside this module
@@ -191,5 +192,11 @@ def plan_all(profile: str, claims: dict[str, Claim] | None = None) -> list[Claim
 
 
 def run_sources(spec: RunSpec) -> list[Path]:
-    """Files whose edits must rerun this run: the method's module and its bases in methods/."""
-    return source_files(get_method(spec.method))
+    """Files whose edits must rerun this run: its method's module and everything it and the training
+    loop import (model family, layers, estimators, curvature, workload, data and engine code),
+    found from their imports; not the claims, report or command-line code. The family's model and
+    workload modules are registered plug-ins, so they are added by name."""
+    cls = get_method(spec.method)
+    family = spec.model["family"]
+    plugins = [FAMILIES.get(family).__module__, type(workload_for(family)).__module__]
+    return sorted(set(source_files(cls)) | set(harness_sources([cls.__module__, "bench.engine.train", *plugins])))

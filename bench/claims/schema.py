@@ -447,7 +447,7 @@ _TYPES = {bool: bool, int: int, float: float, str: str}
 HPARAM_BOUNDS: dict[str, dict[str, float]] = {
     "k": {"ge": 1}, "z_samples": {"ge": 1}, "iterations": {"ge": 1}, "inverse_every": {"ge": 1},
     "lr": {"gt": 0}, "eps": {"gt": 0}, "stats_fraction": {"gt": 0, "le": 1},
-    "damping": {"ge": 0}, "weight_decay": {"ge": 0}, "clip": {"ge": 0}, "epoch_size": {"ge": 0},
+    "damping": {"gt": 0}, "weight_decay": {"ge": 0}, "clip": {"ge": 0}, "epoch_size": {"ge": 0},
     "gap_examples": {"ge": 0}, "gap_steps": {"ge": 0}, "fisher_every": {"ge": 0}, "sleep_every": {"ge": 0},
     "beta1": {"ge": 0, "lt": 1}, "momentum": {"ge": 0, "lt": 1}, "decay": {"ge": 0, "lt": 1},
 }

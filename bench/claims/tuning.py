@@ -77,7 +77,9 @@ def tuning_spec(base: RunSpec, point: dict[str, float]) -> RunSpec:
         raise ConfigError(f"evaluation seeds must be < {TUNING_SEED} (the tuning seed); got {list(base.seeds)}")
     n_train = base.train_subset or _train_size(base)
     carve = max(1, min(int(VALID_FRACTION * n_train), base.eval_subset or n_train))
-    return replace(base, hparams={**base.hparams, **point}, seeds=(TUNING_SEED,), carve_valid=carve,
+    # full-batch training stays full-batch on the smaller training set
+    batch = min(base.batch_size, n_train - carve)
+    return replace(base, hparams={**base.hparams, **point}, seeds=(TUNING_SEED,), carve_valid=carve, batch_size=batch,
                    eval_every=base.epochs, eval_splits=("valid",), final_eval_splits=("valid",),
                    final_eval_k=base.eval_k)
 

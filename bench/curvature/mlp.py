@@ -125,11 +125,19 @@ class RunningAverage:
 
 
 # --------------------------------------------------------------------------- damped inverses
+def cholesky(m: Tensor) -> Tensor:
+    """Cholesky factors of a batch of matrices (R, n, n); a replica whose factorisation fails (its
+    matrix is not numerically positive definite: too little damping, NaN statistics) gets NaN
+    factors, so its step is NaN and the engine marks that replica diverged, never a wrong inverse
+    or an exception for every replica."""
+    factor, info = torch.linalg.cholesky_ex(m)
+    return torch.where((info != 0).view(-1, 1, 1), torch.full_like(factor, float("nan")), factor)
+
+
 def damped_inverse(m: Tensor, damping: Tensor) -> Tensor:
-    """(M + d_r I)^-1 for M (R, n, n) symmetric PSD and d (R,) > 0, by a float64 Cholesky
-    (cholesky_ex: a diverged replica's NaN factors give NaN, not an exception for all replicas)."""
+    """(M + d_r I)^-1 for M (R, n, n) symmetric PSD and d (R,) > 0, by a float64 Cholesky."""
     md = m.double() + damping.double().view(-1, 1, 1) * torch.eye(m.shape[-1], dtype=torch.float64, device=m.device)
-    return torch.cholesky_inverse(torch.linalg.cholesky_ex(md)[0]).to(m.dtype)
+    return torch.cholesky_inverse(cholesky(md)).to(m.dtype)
 
 
 def pi_correction(a: Tensor, g: Tensor) -> Tensor:
@@ -166,7 +174,7 @@ def natural_gradient(stats: Statistics, v: list[Tensor], damping: float) -> list
     gram = sum(torch.bmm(gl, gl.transpose(1, 2)) * torch.bmm(al, al.transpose(1, 2)) for al, gl in zip(a, g))
     utv = sum((gl * torch.bmm(al, vl.transpose(1, 2))).sum(-1) for al, gl, vl in zip(a, g, v))  # (R, m)
     system = gram.double() + damping * m * torch.eye(m, dtype=torch.float64, device=gram.device)
-    z = torch.cholesky_solve(utv.double().unsqueeze(-1), torch.linalg.cholesky_ex(system)[0]).squeeze(-1).to(utv.dtype)
+    z = torch.cholesky_solve(utv.double().unsqueeze(-1), cholesky(system)).squeeze(-1).to(utv.dtype)
     return [(vl - torch.bmm((gl * z.unsqueeze(-1)).transpose(1, 2), al)) / damping for al, gl, vl in zip(a, g, v)]
 
 

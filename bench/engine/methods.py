@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import inspect
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,43 @@ def resolve_hparams(cls: type[Method], overrides: dict[str, Any]) -> dict[str, A
     """The method's defaults updated by `overrides`; unknown keys are a ConfigError."""
     check_keys(f"hyper-parameters of method {cls.name!r}", overrides, cls.defaults)
     return {**cls.defaults, **overrides}
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """The bench./methods. modules a source file imports at its top (statically, from its AST)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return {n for n in names if n.split(".")[0] in ("bench", "methods")}
+
+
+def _module_file(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name) if name.split(".")[0] in ("bench", "methods") else None
+    return Path(spec.origin).resolve() if spec and spec.origin and spec.origin.endswith(".py") else None
+
+
+def harness_sources(roots: list[str]) -> list[Path]:
+    """Every bench/methods source file that the modules `roots` import, transitively: the code a
+    run's numbers depend on (not the claims, report or command-line code, which only read results)."""
+    seen: dict[str, Path] = {}
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        try:
+            path = _module_file(name)
+        except ModuleNotFoundError:
+            path = None
+        if path is None:
+            continue  # a name imported from a module (a class, a function), not a module itself
+        seen[name] = path
+        todo.extend(_imported_modules(path))
+    return sorted(set(seen.values()))
 
 
 def source_files(cls: type[Method]) -> list[Path]:

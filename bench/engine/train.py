@@ -5,8 +5,11 @@ before each clock read on a GPU); evaluation runs every ``eval_every`` epochs ou
 region. Every row records epoch, examples seen, updates and train seconds. R seeds train in
 lock-step as replicas of one model, so ``train_seconds`` is the wall-clock of all R together.
 
-A replica whose step returns NaN/inf is marked ``diverged`` with its last good step; its rows stop
-there while the other replicas go on. The run's status is ``ok`` or ``diverged`` (some seed diverged).
+A replica whose step returns NaN/inf, whose evaluation gives a non-finite metric, or whose
+workload metric blows up (worse than at its first evaluation by more than BLOW_UP - 1 = 9 times
+that value's magnitude: a log-likelihood of -1.7e7 nats from -125, a loss of 1e4 from 2) is marked
+``diverged`` with its last good step; its rows stop there while the other replicas go on. The run's
+status is ``ok`` or ``diverged`` (some seed diverged); the verdicts leave diverged seeds out and say so.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from bench.engine import results
 from bench.engine.methods import get_method, source_files
 from bench.models import build_model
 from bench.workloads import workload_for
+from bench.workloads.health import BLOW_UP_FACTOR as BLOW_UP
 from bench.workloads.method import finite_mask
 
 
@@ -81,8 +85,15 @@ def prepare_data(spec: RunSpec, device: torch.device) -> dict[str, tuple[Tensor,
     return out
 
 
+def dataset_checksum(name: str) -> str:
+    """sha256 of the dataset file the run read ('generated' for a paper's in-memory toy)."""
+    path = datasets.locate(name)
+    return datasets.file_digest(path) if path is not None else "generated"
+
+
 def _binarize_eval(x: Tensor, spec: RunSpec, seed: int) -> Tensor:
-    """Evaluation sets under dynamic binarization get one fixed binarization (seeded)."""
+    """Evaluation sets under dynamic binarization get one fixed binarization, seeded by (dataset,
+    split): every claim that scores a split scores the same binarized images."""
     if spec.transform != "dynamic_binarize":
         return x
     g = torch.Generator(device=x.device).manual_seed(seed)
@@ -132,12 +143,12 @@ def run(spec: RunSpec, out_dir: Path, device: str = "auto", threads: int | None 
         raise ConfigError(f"batch_size {spec.batch_size} exceeds the {n_train} training examples")
 
     eval_sets = {}
-    for i, s in enumerate(dict.fromkeys(spec.eval_splits + spec.final_eval_splits)):
+    for s in dict.fromkeys(spec.eval_splits + spec.final_eval_splits):
         if s not in data:
             raise ConfigError(f"dataset {spec.dataset!r} has no split {s!r} (it has {', '.join(data)}); "
                               f"set eval_splits/final_eval_splits, or holdout to carve one")
         xs, ys = data[s]
-        eval_sets[s] = (_binarize_eval(xs[: spec.eval_subset], spec, 1234 + i),
+        eval_sets[s] = (_binarize_eval(xs[: spec.eval_subset], spec, zlib.crc32(f"{spec.dataset}/{s}".encode())),
                         None if ys is None else ys[: spec.eval_subset])
 
     rec = _Recorder(spec, spec.run_id)
@@ -147,17 +158,35 @@ def run(spec: RunSpec, out_dir: Path, device: str = "auto", threads: int | None 
     clock = {"step": 0, "epoch": 0, "examples": 0, "train_seconds": 0.0}
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
+    health_metric, higher_is_better = workload.tuning_metric
+    start: dict[str, Tensor] = {}  # split -> the health metric at the first evaluation, per replica
+    last_evaluated = [0]  # the step of the last evaluation that found every replica healthy
+
     def evaluate(k: int, splits: tuple[str, ...]) -> float:
-        """Record every metric on the given splits; return the last split's mean 'll'."""
+        """Record every metric on the given splits; return the last split's mean 'll'. A replica
+        with a non-finite metric, or whose workload metric has blown up (worse than its first
+        evaluation by more than BLOW_UP - 1 times that value's magnitude), is marked diverged at
+        this step: its last good step is the previous one, and it records nothing more."""
         shown = float("nan")
+        bad = torch.zeros(r, dtype=torch.bool)
         with torch.no_grad():
             for split in splits:
                 xs, ys = eval_sets[split]
                 xr, yr = xs.unsqueeze(0).expand(r, -1, -1), None if ys is None else ys.unsqueeze(0).expand(r, -1)
                 for metric, values in workload.evaluate(model, method, xr, k, yr).items():
                     rec.add(alive, clock, split, metric, k, values)
+                    values = values.detach().double().cpu()
+                    bad |= ~torch.isfinite(values.reshape(r, -1)).all(-1)
+                    if metric == health_metric:
+                        first = start.setdefault(split, values)
+                        worse = (first - values) if higher_is_better else (values - first)
+                        bad |= worse > (BLOW_UP - 1) * first.abs()
                     if metric == "ll" and alive.any():
                         shown = float(values[alive].mean())
+        for i in torch.nonzero(alive & bad).flatten().tolist():
+            diverged_at[i], last_good[i] = clock["step"], last_evaluated[0]
+        alive.logical_and_(~bad)  # in place: `alive` is the loop's
+        last_evaluated[0] = clock["step"]
         return shown
 
     evaluate(spec.eval_k, spec.eval_splits)
@@ -215,6 +244,7 @@ def run(spec: RunSpec, out_dir: Path, device: str = "auto", threads: int | None 
         "steps_per_epoch": steps_per_epoch,
         "train_seconds": clock["train_seconds"],
         "device": results.device_name(str(dev)),
+        "dataset_sha256": dataset_checksum(spec.dataset),
         "git": results.git_state(),
         "method_sources": results.sources_hash(source_files(method_cls)),
         "bench_sources": results.sources_hash(results.bench_sources()),

@@ -87,14 +87,25 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
         frames.append(curve.assign(label=label))
         metas[label] = meta
     curves = pd.concat(frames, ignore_index=True)
+    # diverged seeds stay in the figure but leave the statistics (their last values are not final ones)
+    gone = {(label, int(seed)): s for label, m in metas.items() for seed, s in m["seeds"].items() if s["status"] != "ok"}
+    healthy = curves[[(label, int(seed)) not in gone for label, seed in zip(curves.label, curves.seed)]]
     metric = claim.metric
-    table = stats.method_table(curves, metric, metas)
-    diagnosis = diagnose(curves, {label: spec.model for label, spec in runs.items()}, metric)
-    outcome = stats.verdict(curves, claim.spec["verdict"], metric, claim.paper_numbers, profile, diagnosis.unconverged)
+    table = stats.method_table(healthy, metric, metas)
+    diagnosis = diagnose(healthy, {label: spec.model for label, spec in runs.items()}, metric)
+    outcome = stats.verdict(healthy, claim.spec["verdict"], metric, claim.paper_numbers, profile, diagnosis.unconverged)
     outcome = diagnosis.veto(outcome, rule_labels(claim.spec["verdict"]), metric["name"])
-    diverged = {label: int(n) for label, n in zip(table.method, table.diverged) if n}
-    if diverged:
-        outcome["detail"] += "; diverged seeds: " + ", ".join(f"{k}: {v}" for k, v in diverged.items())
+    commits = sorted({str(m["git"]["commit"]) + ("+dirty" if m["git"]["dirty"] else "") for m in metas.values()})
+    if len(commits) > 1 or any(c.endswith("+dirty") for c in commits):
+        outcome["detail"] += (f"; provenance: runs from {', '.join(commits)} (not one clean commit: rerun "
+                              f"`snakemake --forcerun train` on a clean checkout to recompute them together)")
+    if gone:
+        outcome["detail"] += "; diverged seeds, left out of the statistics: " + ", ".join(
+            f"{label} seed {seed} (at step {s.get('diverged_at_step')}, last good step {s.get('last_good_step')})"
+            for (label, seed), s in gone.items())
+    no_healthy = [label for label, m in metas.items() if all(s["status"] != "ok" for s in m["seeds"].values())]
+    if no_healthy:
+        outcome["detail"] += f"; no healthy seed: {', '.join(no_healthy)}"
     out["table"].parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out["table"], index=False)
     figures.claim_figure(out["figure"], curves, claim.id, claim.spec["statement"], metric, claim.paper_numbers,
@@ -112,7 +123,7 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
                    for label, s in selections.items()},
         **diagnosis.to_json(),
         "devices": sorted({m["device"] for m in metas.values()}),
-        "commits": sorted({str(m["git"]["commit"]) + ("+dirty" if m["git"]["dirty"] else "") for m in metas.values()}),
+        "commits": commits,
     })
 
 

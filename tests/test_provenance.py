@@ -1,0 +1,33 @@
+"""A run depends on every source file that can change its numbers, and on nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import ROOT
+
+from bench.claims.catalog import expand, get_claim, run_sources
+from bench.engine import train
+from bench.engine.data import file_digest
+
+
+def _relative(paths: list[Path]) -> set[str]:
+    return {str(p.relative_to(ROOT)) for p in paths}
+
+
+def test_a_run_depends_on_the_harness_code_it_uses():
+    """Issue 12: deleting `- log K` in the IS estimator must rerun the runs it scores; an edit to
+    the report code must not rerun anything."""
+    ws = _relative(run_sources(expand(get_claim("rws-beats-ws"), "smoke").runs["WS"]))
+    assert {"methods/ws.py", "bench/estimators/importance.py", "bench/models/helmholtz.py", "bench/nn/bernoulli.py",
+            "bench/workloads/helmholtz.py", "bench/engine/train.py", "bench/engine/data.py"} <= ws
+    assert not {p for p in ws if p.startswith(("bench/report", "bench/claims", "bench/cli", "bench/perf"))}
+    assert "bench/curvature/mlp.py" not in ws and "methods/rws.py" not in ws  # only what it imports
+    kfac = _relative(run_sources(expand(get_claim("kfac-fewer-updates-than-sgd"), "smoke").runs["K-FAC"]))
+    assert {"methods/kfac.py", "bench/curvature/mlp.py", "bench/models/mlp.py", "bench/workloads/mlp.py"} <= kfac
+
+
+def test_run_json_records_the_dataset_checksum(tmp_path, data_dir):
+    spec = expand(get_claim("rws-beats-ws"), "smoke").runs["WS"]
+    assert train.dataset_checksum(spec.dataset) == file_digest(data_dir / f"{spec.dataset}.npz")
+    assert train.dataset_checksum("lines_3x3") == "generated"
