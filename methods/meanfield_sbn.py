@@ -20,7 +20,7 @@ is run to the same number of sweeps, and
 
 Choices the papers leave open: the optimiser (Saul et al. use gradient ascent; we expose the
 harness's optimisers, default Adam lr 1e-3), mu and xi start at 1/2 for every example (no
-persistent posteriors across epochs), and 20 sweeps (CLAIMS.md's quick setup; on random 112-24-8
+persistent posteriors across epochs), and 20 sweeps (the research notes' quick setup; on random 112-24-8
 nets the bound after 20 sweeps was within 2e-3 nat of its value after 100, and 10 sweeps left ~0.02).
 """
 

@@ -56,8 +56,8 @@ def test_blow_up_fires_on_a_huge_learning_rate(tmp_path, lr, blows_up):
 
 
 def test_a_loss_pinned_at_zero_is_saturated_and_a_flat_curve_degenerate():
-    assert [f.kind for f in pinned_at_zero("loss")(_rows("loss", "train", {0: [2.0, 0.5, 0.0], 1: [2.0, 0.4, 0.1]}))] \
-        == ["saturated"]
+    pinned = pinned_at_zero("loss")(_rows("loss", "train", {0: [2.0, 0.5, 0.0], 1: [2.0, 0.4, 0.1], 2: [2.3, 1e-2, 2e-4]}))
+    assert [(f.seed, f.kind) for f in pinned] == [(0, "saturated"), (2, "saturated")]  # 2e-4 < 0.1% of 2.3
     assert [f.seed for f in flat_curve("ll", "test")(_rows("ll", "test", {3: [-90.0] * 4, 4: [-90, -85, -80, -79]}))] \
         == [3]
     assert blow_up("batch_objective", higher_is_better=False)(_rows("batch_objective", "train", {0: [2.0, 1e4]}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from conftest import ROOT
@@ -31,3 +32,27 @@ def test_run_json_records_the_dataset_checksum(tmp_path, data_dir):
     spec = expand(get_claim("rws-beats-ws"), "smoke").runs["WS"]
     assert train.dataset_checksum(spec.dataset) == file_digest(data_dir / f"{spec.dataset}.npz")
     assert train.dataset_checksum("lines_3x3") == "generated"
+
+
+def test_the_dirty_flag_ignores_the_workflows_own_outputs(tmp_path, monkeypatch):
+    """results/ and figures/ are tracked and rewritten by the workflow itself: that is not a code
+    change. An edited source file is."""
+    from bench.engine import results
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    for name in ("bench/x.py", "results/REPORT.md", "figures/quick/a.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("v1")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "v1")
+    monkeypatch.setattr(results, "PROJECT_ROOT", tmp_path)
+    monkeypatch.delenv("CLAIMBENCH_COMMIT", raising=False)
+    (tmp_path / "results/REPORT.md").write_text("v2")
+    (tmp_path / "figures/quick/a.png").write_text("v2")
+    assert results.git_state()["dirty"] is False
+    (tmp_path / "bench/x.py").write_text("v2")
+    assert results.git_state()["dirty"] is True

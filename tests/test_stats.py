@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.claims.stats import bootstrap_ci, difference_ci, ratio_ci, verdict
+from bench.claims.stats import difference_ci, mean_ci, ratio_ci, verdict
 
 METRIC = {"split": "test", "name": "ll", "higher_is_better": True}
 
@@ -31,8 +31,8 @@ def _curves(finals: dict[str, list[float]], reach: dict[str, int] | None = None)
     return pd.DataFrame(rows)
 
 
-def test_bootstrap_ci_brackets_mean():
-    mean, lo, hi = bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0]))
+def test_mean_ci_brackets_mean():
+    mean, lo, hi = mean_ci(np.array([1.0, 2.0, 3.0, 4.0]))
     assert lo < mean < hi and mean == 2.5
 
 
@@ -180,7 +180,7 @@ def _coverage(interval, draw, truth: float, trials: int = 4000) -> float:
 def test_intervals_cover_at_their_nominal_level_with_three_seeds():
     """Issue 12: a percentile bootstrap of 3 vs 3 seeds covers ~78%; the t-intervals used now cover
     at least 93% at nominal 95% (normal seeds; unequal spreads for Welch's and Fieller's)."""
-    assert _coverage(bootstrap_ci, lambda r: (r.normal(-90, 2, 3),), -90) >= 0.93
+    assert _coverage(mean_ci, lambda r: (r.normal(-90, 2, 3),), -90) >= 0.93
     assert _coverage(difference_ci, lambda r: (r.normal(-90, 1, 3), r.normal(-92, 3, 3)), 2.0) >= 0.93
     assert _coverage(ratio_ci, lambda r: (r.normal(30, 3, 3), r.normal(60, 6, 3)), 0.5) >= 0.93
 
@@ -199,3 +199,11 @@ def test_time_to_target_is_interpolated_between_evaluations():
     detail = verdict(c, rule, METRIC, [], "quick")["detail"]
     epochs = [float(s) for s in re.findall(r"([\d.]+) vs ([\d.]+) epochs", detail)[0]]
     assert epochs[0] == pytest.approx(2.85) and epochs[1] == pytest.approx(9.5, abs=0.1), detail
+
+
+def test_a_threshold_on_an_unconverged_method_decides_nothing():
+    c = _curves({"A": [-85.0, -85.2, -84.9]})
+    rule = {"rule": "threshold", "method": "A", "value": -90.0}
+    assert verdict(c, rule, METRIC, [], "quick")["verdict"] == "reproduced"
+    out = verdict(c, rule, METRIC, [], "quick", unconverged=frozenset({"A"}))
+    assert out["verdict"] == "inconclusive" and "not converged" in out["detail"]

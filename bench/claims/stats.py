@@ -1,4 +1,4 @@
-"""Aggregation over seeds, bootstrap confidence intervals, and verdicts (DESIGN.md, rule 5).
+"""Aggregation over seeds, t-intervals, and verdicts (DESIGN.md, rule 5).
 
 Verdicts are computed from the runs, never typed: one of ``reproduced``, ``not reproduced``,
 ``inconclusive`` (the seeds do not decide), ``not run`` and ``data unavailable``.
@@ -23,9 +23,12 @@ inconclusive and the report says why.
   at or above 1.
 * ``within_paper`` -- |ours - paper| <= tolerance against a number read in a primary source,
   at the paper profile only (a quick profile never claims a paper's number).
+A threshold or within-paper verdict on a method whose curve does not show convergence reads
+inconclusive too (a number of a half-trained model says nothing about the trained one).
+
 * ``threshold`` -- one method's metric lies beyond a value the claim states (not a paper's
   number; e.g. "the amortization gap is more than half the inference gap"): reproduced when the
-  mean is beyond it and the 95% bootstrap CI excludes it; not reproduced when the CI lies on the
+  mean is beyond it and the 95% t-interval excludes it; not reproduced when the CI lies on the
   other side; direction from the metric's higher_is_better.
 """
 
@@ -40,11 +43,11 @@ import scipy.stats
 
 LEVEL = 0.95
 MIN_SEEDS = 2
+DECIDED = ("reproduced", "not reproduced")
 
 
-def bootstrap_ci(values: np.ndarray) -> tuple[float, float, float]:
-    """(mean, lower, upper): Student's t-interval over the seeds; NaN bounds for < 2 values.
-    (The name is kept for its callers; the interval is no longer a bootstrap.)"""
+def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
+    """(mean, lower, upper): Student's 95% t-interval over the seeds; NaN bounds for < 2 values."""
     values = np.asarray(values, dtype=float)
     if len(values) == 0:
         return float("nan"), float("nan"), float("nan")
@@ -121,10 +124,10 @@ def method_table(curves: pd.DataFrame, metric: dict[str, Any], metas: dict[str, 
     out = []
     for label, meta in metas.items():
         vals = finals[finals.label == label]
-        mean, lo, hi = bootstrap_ci(vals.value.to_numpy())
+        mean, lo, hi = mean_ci(vals.value.to_numpy())
         seconds = curves[curves.label == label].groupby("seed").train_seconds.max()
         epochs = curves[curves.label == label].groupby("seed").epoch.max()
-        s_mean, s_lo, s_hi = bootstrap_ci(seconds.to_numpy())
+        s_mean, s_lo, s_hi = mean_ci(seconds.to_numpy())
         diverged = sum(1 for s in meta["seeds"].values() if s["status"] == "diverged")
         out.append({
             "method": label,
@@ -138,7 +141,7 @@ def method_table(curves: pd.DataFrame, metric: dict[str, Any], metas: dict[str, 
             "diverged": diverged, "device": meta["device"], "run_id": meta["run_id"],
         })
         if heldout is not None:
-            h_mean, h_lo, h_hi = bootstrap_ci(heldout[heldout.label == label].value.to_numpy())
+            h_mean, h_lo, h_hi = mean_ci(heldout[heldout.label == label].value.to_numpy())
             out[-1].update({"heldout": h_mean, "heldout_lo": h_lo, "heldout_hi": h_hi, "heldout_split": heldout_split})
     return pd.DataFrame(out)
 
@@ -248,7 +251,7 @@ def _within(finals: pd.DataFrame, v: dict[str, Any], paper_numbers: list[dict], 
     if profile != "paper":
         return "not run", "absolute agreement with the paper is judged at the paper profile only", []
     ref = next(n for n in paper_numbers if n.get("method") == v["method"] and n["provenance"] in ("V", "src"))
-    mean, lo, hi = bootstrap_ci(finals[finals.label == v["method"]].value.to_numpy())
+    mean, lo, hi = mean_ci(finals[finals.label == v["method"]].value.to_numpy())
     tol = v["tolerance"]
     decision = ("reproduced" if abs(mean - ref["value"]) <= tol else
                 "not reproduced" if (lo > ref["value"] + tol or hi < ref["value"] - tol) else "inconclusive")
@@ -259,7 +262,7 @@ def _threshold(finals: pd.DataFrame, v: dict[str, Any], sign: float) -> tuple[st
     values = finals[finals.label == v["method"]].value.to_numpy()
     if len(values) < MIN_SEEDS:
         return "inconclusive", f"{v['method']}: fewer than {MIN_SEEDS} finished seeds", []
-    mean, lo, hi = bootstrap_ci(values)
+    mean, lo, hi = mean_ci(values)
     beyond = sign * (np.array([mean, lo, hi]) - v["value"])
     decision = ("reproduced" if beyond[0] > 0 and beyond[1:].min() > 0 else
                 "not reproduced" if beyond[1:].max() < 0 else "inconclusive")
@@ -288,4 +291,6 @@ def verdict(curves: pd.DataFrame, rule: dict[str, Any], metric: dict[str, Any], 
         decision, detail, numbers = _threshold(finals, rule, sign)
     else:
         decision, detail, numbers = _within(finals, rule, paper_numbers, profile)
+    if name in ("threshold", "within_paper") and rule["method"] in unconverged and decision in DECIDED:
+        decision, detail = "inconclusive", detail + f", not converged: {rule['method']}'s curve does not show it converged"
     return {"verdict": decision, "detail": detail, "numbers": numbers}

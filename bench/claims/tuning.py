@@ -203,6 +203,9 @@ def selection_words(selection: dict[str, Any]) -> str:
     words = f"{chosen} (best of {len(selection['points'])} configurations by validation {selection['metric']})"
     if selection["widened"]:
         words += "; grid widened once"
+    coarse = [k for k in selection["knobs"] if len({p[k] for p in selection["points"]}) < 3]
+    if coarse:
+        words += f"; {', '.join(coarse)}: 2 values, too few to tell whether the best lies inside the grid"
     if selection["on_edge"]:
         words += "; still on the edge of the grid in " + ", ".join(f"{k} ({v})" for k, v in selection["on_edge"].items())
     if selection["all_diverged"]:

@@ -74,7 +74,8 @@ def quarantine_corrupt_runs(runs_dir: Path) -> list[Path]:
 
 
 def git_state() -> dict[str, Any]:
-    """Commit and dirty flag of the project checkout (None outside one). A copy of the tree sent to
+    """Commit and dirty flag of the project checkout (None outside one); dirty means a tracked file
+    outside results/ and figures/ differs from the commit. A copy of the tree sent to
     another machine (a GPU host) names the commit it was copied from in $CLAIMBENCH_COMMIT, which
     wins: such a copy may carry a stale .git or none."""
     def git(*args: str) -> str | None:
@@ -87,7 +88,8 @@ def git_state() -> dict[str, Any]:
     if os.environ.get("CLAIMBENCH_COMMIT"):
         return {"commit": os.environ["CLAIMBENCH_COMMIT"], "dirty": False}
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # the workflow's own outputs (results/, figures/) are tracked: writing them is not a code change
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results", ":!figures")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 

@@ -14,10 +14,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from bench.claims.stats import curve_rows  # noqa: E402
+from bench.claims.stats import mean_ci, curve_rows  # noqa: E402
 
 PROVENANCE_WORDS = {"V": "verified", "src": "authors' code", "R": "recalled, unverified",
                     "R?": "low confidence", "NF": "not found"}
+
+
+def _t_band(values) -> tuple[float, float]:
+    """The band over seeds: the same 95% t-interval as the verdicts (bench.claims.stats)."""
+    _, lo, hi = mean_ci(values)
+    return lo, hi
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -56,7 +62,7 @@ def claim_figure(path: Path, curves: pd.DataFrame, claim_id: str, statement: str
     axes = axes[0]
     for ax, x in zip(axes, x_axes):
         sns.lineplot(data=rows, x=x, y="value", hue="label", hue_order=labels, palette=palette,
-                     errorbar=("ci", 95), marker="o", markersize=4, ax=ax, legend=ax is axes[0])
+                     errorbar=_t_band, marker="o", markersize=4, ax=ax, legend=ax is axes[0])
         for n in paper_numbers:
             ax.axhline(n["value"], ls="--", lw=1, color=palette.get(n.get("method"), "grey"))
         ax.set_xlabel(AXIS_LABELS[x])

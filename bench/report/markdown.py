@@ -74,7 +74,13 @@ def _num(value: float | None, spec: str = ".2f") -> str:
 
 
 def _interval(lo: float | None, hi: float | None, spec: str = ".2f") -> str:
-    return "" if lo is None or hi is None or lo != lo else f" [{format(lo, spec)}, {format(hi, spec)}]"
+    """' [lo, hi]'; nothing without bounds; never an interval of zero width (every seed gave the
+    same number, e.g. one clock shared by the seeds in lock-step): that is said instead."""
+    if lo is None or hi is None or lo != lo:
+        return ""
+    if hi - lo <= 1e-12 * max(1.0, abs(lo), abs(hi)):
+        return " (the same for every seed: no interval)"
+    return f" [{format(lo, spec)}, {format(hi, spec)}]"
 
 
 def _method_markdown(outcome: dict[str, Any]) -> str:

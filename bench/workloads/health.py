@@ -6,7 +6,7 @@ A check reads one run's tidy rows (bench.engine.results CURVE columns, every see
 
 * ``degenerate``: the run is broken as a comparison partner (dead latent units, a blow-up, a flat
   curve): a claim reading it says **degenerate**, naming method, seed and check;
-* ``saturated``: the metric sits at a bound (exactly 0 loss, every latent unit active), so the claim
+* ``saturated``: the metric sits at a bound (a loss within 0.1% of 0, every latent unit active), so the claim
   cannot tell methods apart at this budget: **not testable at this budget**.
 
 Thresholds are module constants, printed in the report.
@@ -22,6 +22,7 @@ import pandas as pd
 
 BLOW_UP_FACTOR = 10.0  # a training objective beyond 10x its starting magnitude has blown up
 FLAT_TOLERANCE = 1e-9  # relative range under which a curve counts as flat
+ZERO_FRACTION = 1e-3  # a loss ending below this fraction of its start is pinned at its bound 0
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,15 @@ def blow_up(metric: str, higher_is_better: bool, split: str = "train") -> Check:
 
 
 def pinned_at_zero(metric: str, split: str = "train") -> Check:
-    """Saturated when a seed's (non-negative) loss reaches exactly 0: float32 has run out of digits."""
+    """Saturated when a seed's (non-negative) loss ends at or below ZERO_FRACTION of its first
+    value: the training set is memorised (or float32 has run out of digits), so what is left of the
+    loss no longer tells optimizers apart."""
 
     def check(rows: pd.DataFrame) -> list[Finding]:
-        return [Finding("loss pinned at 0", "saturated", metric, seed, f"{split} {metric} is exactly 0.0")
-                for seed, s in _series(rows, split, metric).items() if len(s) and (s == 0.0).any()]
+        return [Finding("loss pinned near 0", "saturated", metric, seed,
+                        f"{split} {metric} ends at {s.iloc[-1]:.3g}, under {ZERO_FRACTION:g} of its start {s.iloc[0]:.3g}")
+                for seed, s in _series(rows, split, metric).items()
+                if len(s) and s.iloc[-1] <= ZERO_FRACTION * abs(s.iloc[0])]
 
     return check
 

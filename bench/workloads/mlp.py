@@ -5,7 +5,7 @@ Protocol: per-replica means over the evaluated examples of 'loss' = -log p(t | x
 (without the weight cost) and 'error' = the papers' error: for autoencoders the squared
 reconstruction error per case sum_d (E[t_d] - x_d)^2 (Martens & Grosse's errtype 'L2'), for
 classifiers the misclassification rate. Health: a training objective that blows up beyond 10x its
-start, or a loss pinned at exactly 0 (float32 has run out of digits: saturated).
+start, or a training loss pinned near 0 (under 0.1% of its start: the training set is memorised, saturated).
 """
 
 from __future__ import annotations
