@@ -32,6 +32,11 @@ OUTCOME = {
                  "final_eval_k": 50},
     "hparams": {"A": {"k": 5}, "B": {}}, "models": {"A": {"layers": [180, 10]}, "B": {"layers": [180, 10]}},
     "devices": ["cpu"], "commits": ["abc123"],
+    "tuning": {label: {"words": "lr=0.1 (best of 2 configurations by validation ll)", "knobs": ["lr"], "metric": "ll",
+                       "points": [{"lr": 0.1, "score": -90.0, "status": "ok", "run_id": "a"},
+                                  {"lr": 1.0, "score": None, "status": "diverged", "run_id": "b"}],
+                       "chosen": {"lr": 0.1}, "on_edge": {}} for label in ("A", "B")},
+    "convergence": {"A": "converged (2/2 seeds)", "B": "converged (2/2 seeds)"}, "health": {},
 }
 
 
@@ -112,3 +117,17 @@ def test_a_method_without_any_finite_value_does_not_break_the_report(tmp_path):
     text = (write_report(tmp_path, "smoke", claims)).read_text()
     row = next(line for line in text.splitlines() if line.startswith("| B "))
     assert "—" in row and "fewer than 2 finished seeds" in text
+
+
+def test_tuning_convergence_and_health_are_shown_and_an_old_verdict_says_it_is_old(rendered, tmp_path):
+    text = (rendered / "results/smoke/REPORT.md").read_text()
+    assert "Tuning (equal budget, validation split carved from the training data): A: lr=0.1" in text
+    assert "| diverged" in text and "Convergence of the claim's metric: A: converged (2/2 seeds)" in text
+    assert "Health checks: all passed." in text
+    root = tmp_path / "old"
+    claims = {"toy-better": Claim("toy-better", SPEC, root / "toy.yaml")}
+    old = {k: v for k, v in OUTCOME.items() if k not in ("tuning", "convergence", "health")}
+    (root / "results/smoke/claims").mkdir(parents=True)
+    (root / "results/smoke/claims/toy-better.json").write_text(json.dumps(old))
+    text = write_report(root, "smoke", claims).read_text()
+    assert "✅ reproduced (before the protocol)" in text and "Computed before the equal-budget tuning" in text

@@ -18,7 +18,7 @@ import pytest
 from conftest import copy_project
 
 PROJECT_FILES = ("Snakefile", "bench", "methods", "profiles")
-VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+VERDICTS = ("reproduced", "not reproduced", "inconclusive", "degenerate", "not testable at this budget")
 
 
 def _copy_project(dest: Path) -> Path:
@@ -107,7 +107,7 @@ def test_kill_then_rerun_keeps_finished_runs(finished, tmp_path):
 
 def test_add_a_method_as_the_readme_says(finished, tmp_path):
     """README 'Add a method': scaffold it, name it in a claim, rerun. Only its run executes, and the
-    report shows it beside the others. Then editing it reruns exactly its run."""
+    report shows it beside the others. Then editing it reruns exactly its tuning and run."""
     workdir = _clone(finished, tmp_path)
     before = _run_mtimes(workdir)
     subprocess.run([sys.executable, "-m", "bench", "new-method", "my_method"], cwd=workdir, check=True,
@@ -126,4 +126,5 @@ def test_add_a_method_as_the_readme_says(finished, tmp_path):
     with open(workdir / "methods/my_method.py", "a") as f:
         f.write("# an edit\n")  # Snakemake compares contents: a bare touch is not an edit
     plan = snakemake(workdir, "-n").stdout
-    assert re.search(r"^train\s+1$", plan, re.M), plan
+    # its tuning job reruns (its evaluation run follows once tuned: a checkpoint); nothing else does
+    assert re.search(r"^tune\s+1$", plan, re.M) and not re.search(r"^train\s+\d+$", plan, re.M), plan

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from bench.claims.stats import mean_ci, curve_rows  # noqa: E402
+from bench.claims.stats import curve_rows, mean_ci  # noqa: E402
 
 PROVENANCE_WORDS = {"V": "verified", "src": "authors' code", "R": "recalled, unverified",
                     "R?": "low confidence", "NF": "not found"}

@@ -105,6 +105,16 @@ def _method_markdown(outcome: dict[str, Any]) -> str:
     return pd.DataFrame(rows).to_markdown(index=False)
 
 
+def _verdict_mark(outcome: dict[str, Any] | None) -> str:
+    """The verdict with its mark; one computed before the tuning/convergence/health protocol (no
+    tuning record in its json) says so, so that an old 'reproduced' is not read as a current one."""
+    if outcome is None:
+        return VERDICT_MARK["not run"]
+    mark = VERDICT_MARK[outcome["verdict"]]
+    legacy = "tuning" not in outcome and outcome["verdict"] in ("reproduced", "not reproduced", "inconclusive")
+    return f"{mark} (before the protocol)" if legacy else mark
+
+
 def _tuning_markdown(outcome: dict[str, Any]) -> str:
     """Every configuration the equal-budget tuning tried, per label, with its validation score."""
     rows = []
@@ -128,7 +138,7 @@ def _claim_entries(root: Path, shown: tuple[str, ...], claims: dict[str, Claim])
             models = (o or {}).get("models", {})
             profiles.append({
                 "name": p, "outcome": o,
-                "verdict": VERDICT_MARK[o["verdict"]] if o else VERDICT_MARK["not run"],
+                "verdict": _verdict_mark(o),
                 "headline": o["headline"] if o else "—",
                 "method_table": _method_markdown(o) if o and o["methods"] else "",
                 "tuning_table": _tuning_markdown(o) if o and o.get("tuning") else "",
