@@ -14,7 +14,8 @@ from conftest import ROOT
 from docutils.core import publish_parts
 
 from bench.claims.catalog import Claim
-from bench.report.markdown import summary_rst_path, write_report
+from bench.claims.stats import estimate_words
+from bench.report.markdown import _no_zero_width, summary_rst_path, write_report
 
 SPEC = {"id": "toy-better", "statement": "A beats B by *more* than 1 nat (x_1 | y).", "paper": "Toy et al. 2024",
         "verdict": {"rule": "better", "pairs": [["A", "B"]], "margin": 1},
@@ -131,3 +132,12 @@ def test_tuning_convergence_and_health_are_shown_and_an_old_verdict_says_it_is_o
     (root / "results/smoke/claims/toy-better.json").write_text(json.dumps(old))
     text = write_report(root, "smoke", claims).read_text()
     assert "✅ reproduced (before the protocol)" in text and "Computed before the equal-budget tuning" in text
+
+
+def test_no_interval_of_zero_width_is_printed():
+    """Issue 12: an old verdict's `0.71 [0.71, 0.71]` (one clock for all seeds) reads as no interval;
+    a real but narrow interval gets the decimals it needs."""
+    assert _no_zero_width("ratio 0.71 [0.71, 0.71]; Δ +3.00 [+2.00, +4.00]") == (
+        "ratio 0.71 (one value for all seeds: no interval); Δ +3.00 [+2.00, +4.00]")
+    assert estimate_words(0.00026, 0.00021, 0.00031, "+") == "+0.00026 [+0.00021, +0.00031]"
+    assert estimate_words(-135.36, -138.38, -132.33) == "-135.36 [-138.38, -132.33]"

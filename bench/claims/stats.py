@@ -155,8 +155,15 @@ def _combine(decisions: list[str]) -> str:
     return "inconclusive"
 
 
-def _fmt(x: float) -> str:
-    return f"{x:+.2f}" if np.isfinite(x) else "n/a"
+def estimate_words(x: float, lo: float, hi: float, sign: str = "") -> str:
+    """'x [lo, hi]' with as many decimals as the interval needs to show its width (at least two,
+    and two significant digits of the width): a real interval never prints as zero-width. `sign`
+    is '+' to print the sign of a difference."""
+    if not all(np.isfinite(v) for v in (x, lo, hi)):
+        return f"{x:{sign}.2f} [{lo:{sign}.2f}, {hi:{sign}.2f}]" if np.isfinite(x) else "n/a"
+    width = hi - lo
+    decimals = 2 if width <= 0 else min(12, max(2, 1 - math.floor(math.log10(width))))
+    return f"{x:{sign}.{decimals}f} [{lo:{sign}.{decimals}f}, {hi:{sign}.{decimals}f}]"
 
 
 def _unconverged_veto(decision: str, a: str, b: str, unconverged: frozenset[str]) -> str | None:
@@ -187,7 +194,7 @@ def _better(finals: pd.DataFrame, pairs: list[list[str]], margin: float, sign: f
             veto = "zero-width interval: every seed gave the same difference, the seeds decide nothing"
         decisions.append("inconclusive" if veto else decision)
         numbers.append({"a": a, "b": b, "diff": d, "lo": lo, "hi": hi})
-        details.append(f"{a} − {b} = {_fmt(d)} [{_fmt(lo)}, {_fmt(hi)}] (margin {margin:g})" + (f", {veto}" if veto else ""))
+        details.append(f"{a} − {b} = {estimate_words(d, lo, hi, '+')} (margin {margin:g})" + (f", {veto}" if veto else ""))
     return _combine(decisions), "; ".join(details), numbers
 
 
@@ -229,7 +236,7 @@ def _faster_pair(curve: pd.DataFrame, a: str, b: str, v: dict[str, Any], sign: f
             return "inconclusive", detail + f", not converged: {a} was still improving", {"a": a, "b": b, "x": x, "ratio": None}
         return "not reproduced", detail, {"a": a, "b": b, "x": x, "ratio": None}
     ratio, lo, hi = ratio_ci(xa[hit_a], xb)
-    detail += f", {xa[hit_a].mean():.3g} vs {xb.mean():.3g} {unit}, ratio {ratio:.2f} [{lo:.2f}, {hi:.2f}]"
+    detail += f", {xa[hit_a].mean():.3g} vs {xb.mean():.3g} {unit}, ratio {estimate_words(ratio, lo, hi)}"
     decision = "reproduced" if hit_a.all() and hi < 1 else "not reproduced" if lo >= 1 else "inconclusive"
     if _zero_width(lo, hi):
         decision, detail = "inconclusive", detail + (", zero-width interval: every seed gave the same "
@@ -255,7 +262,7 @@ def _within(finals: pd.DataFrame, v: dict[str, Any], paper_numbers: list[dict], 
     tol = v["tolerance"]
     decision = ("reproduced" if abs(mean - ref["value"]) <= tol else
                 "not reproduced" if (lo > ref["value"] + tol or hi < ref["value"] - tol) else "inconclusive")
-    return decision, f"ours {mean:.2f} [{lo:.2f}, {hi:.2f}] vs paper {ref['value']} ± {tol}", [{"mean": mean, "paper": ref["value"]}]
+    return decision, f"ours {estimate_words(mean, lo, hi)} vs paper {ref['value']} ± {tol}", [{"mean": mean, "paper": ref["value"]}]
 
 
 def _threshold(finals: pd.DataFrame, v: dict[str, Any], sign: float) -> tuple[str, str, list]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pandas as pd
 
 from bench.claims import convergence
 from bench.claims.catalog import Claim, load_claims
+from bench.claims.stats import estimate_words
 from bench.core.layout import MAIN_PROFILES, atomic_write, claim_paths, report_path
 from bench.report import figures
 from bench.workloads import health
@@ -83,16 +85,23 @@ def _interval(lo: float | None, hi: float | None, spec: str = ".2f") -> str:
     return f" [{format(lo, spec)}, {format(hi, spec)}]"
 
 
+def _estimate(x: float | None, lo: float | None, hi: float | None) -> str:
+    """A table cell 'x [lo, hi]' with the decimals the interval needs; no zero-width interval."""
+    if x is None or x != x or lo is None or hi is None or lo != lo or hi - lo <= 1e-12 * max(1.0, abs(lo), abs(hi)):
+        return _num(x) + _interval(lo, hi)
+    return estimate_words(x, lo, hi)
+
+
 def _method_markdown(outcome: dict[str, Any]) -> str:
     metric = outcome["metric"]
     rows = []
     for m in outcome["methods"]:
         row = {
             "method": m["method"],
-            f"final {metric['split']} {metric['name']} (K={m['eval_k']})": _num(m["final"]) + _interval(m.get("final_lo"), m.get("final_hi")),
+            f"final {metric['split']} {metric['name']} (K={m['eval_k']})": _estimate(m["final"], m.get("final_lo"), m.get("final_hi")),
         }
         if "heldout" in m:  # a training-loss claim also shows the held-out loss
-            row[f"final {m['heldout_split']} {metric['name']}"] = _num(m["heldout"]) + _interval(m.get("heldout_lo"), m.get("heldout_hi"))
+            row[f"final {m['heldout_split']} {metric['name']}"] = _estimate(m["heldout"], m.get("heldout_lo"), m.get("heldout_hi"))
         rows.append({
             **row,
             "best (curve K)": _num(m.get("best")),
@@ -103,6 +112,15 @@ def _method_markdown(outcome: dict[str, Any]) -> str:
             "device": m["device"],
         })
     return pd.DataFrame(rows).to_markdown(index=False)
+
+
+ZERO_WIDTH = re.compile(r"([-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?) \[\1, \1\]")
+
+
+def _no_zero_width(text: str) -> str:
+    """An interval printed with zero width (verdicts computed before the protocol: one clock shared
+    by the seeds, an evaluation grid) is no interval: say so instead of printing it."""
+    return ZERO_WIDTH.sub(r"\1 (one value for all seeds: no interval)", text)
 
 
 def _verdict_mark(outcome: dict[str, Any] | None) -> str:
@@ -139,7 +157,8 @@ def _claim_entries(root: Path, shown: tuple[str, ...], claims: dict[str, Claim])
             profiles.append({
                 "name": p, "outcome": o,
                 "verdict": _verdict_mark(o),
-                "headline": o["headline"] if o else "—",
+                "headline": _no_zero_width(o["headline"]) if o else "—",
+                "detail": _no_zero_width(o["detail"]) if o else "",
                 "method_table": _method_markdown(o) if o and o["methods"] else "",
                 "tuning_table": _tuning_markdown(o) if o and o.get("tuning") else "",
                 "models_differ": len({json.dumps(m, sort_keys=True) for m in models.values()}) > 1,

@@ -44,10 +44,10 @@ def _headline(outcome: dict[str, Any], rule: str) -> str:
     if not nums:
         return "—"
     if rule in ("better", "ordering"):
-        return "; ".join(f"Δ {n['diff']:+.2f} [{n['lo']:+.2f}, {n['hi']:+.2f}]" for n in nums)
+        return "; ".join(f"Δ {stats.estimate_words(n['diff'], n['lo'], n['hi'], '+')}" for n in nums)
     if rule == "faster_to_target":
         return "; ".join("target missed" if n.get("ratio") is None else
-                         f"{n['x']} ratio {n['ratio']:.2f} [{n['lo']:.2f}, {n['hi']:.2f}]" for n in nums)
+                         f"{n['x']} ratio {stats.estimate_words(n['ratio'], n['lo'], n['hi'])}" for n in nums)
     return f"{nums[0]['mean']:.2f}"
 
 
