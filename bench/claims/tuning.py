@@ -32,9 +32,6 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from bench.core.errors import ConfigError
 from bench.core.layout import atomic_write, tuning_run_dir, tuning_selection
 from bench.core.spec import RunSpec
@@ -186,13 +183,6 @@ def evaluation_spec(results_root: Path, base: RunSpec, claim_id: str, label: str
         raise ConfigError(f"claim {claim_id!r}, label {label!r}: not tuned yet (no {tuning_selection(results_root, base.profile, base.run_id)}); "
                           f"run `python -m bench select --spec '{base.to_json()}'` or `snakemake`")
     return tuned_spec(selection)
-
-
-def selection_table(selection: dict[str, Any]) -> pd.DataFrame:
-    """One row per configuration tried: knob values, status, score, and which was chosen."""
-    table = pd.DataFrame(selection["points"])
-    chosen = np.logical_and.reduce([table[k] == v for k, v in selection["chosen"].items()])
-    return table.assign(chosen=chosen)
 
 
 def selection_words(selection: dict[str, Any]) -> str:
