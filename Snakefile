@@ -3,6 +3,7 @@
     snakemake --cores all                              # quick profile (2-core CPU, minutes)
     snakemake --cores all --config profile=paper       # the papers' setups (GPU)
     snakemake -n                                       # show the plan
+    snakemake --cores all --config claims=rws-beats-ws,iwae-beats-vae   # only these claims
     snakemake --report results/report.html             # HTML report: the verdict summary, then one
                                                        # category per claim (table and figure)
 
@@ -19,7 +20,7 @@ import sys
 
 sys.path.insert(0, workflow.basedir)  # the checkout's bench/ and methods/, also from a copy of it
 
-from bench.claims.catalog import check_profile, plan_all, run_sources  # noqa: E402
+from bench.claims.catalog import check_profile, get_claim, load_claims, plan_all, run_sources  # noqa: E402
 from bench.claims.tuning import read_selection  # noqa: E402
 from bench.core.layout import claim_paths, log_path, report_path, run_dir, summary_path, tuning_selection  # noqa: E402
 from bench.core.spec import RunSpec  # noqa: E402
@@ -30,7 +31,10 @@ PROFILE = config.get("profile", "quick")
 check_profile(PROFILE)
 THREADS = int(config.get("threads_per_run", 1))
 GPU = int(config.get("gpu_per_run", 0))  # set gpu_per_run=1 with --resources gpu=N on GPU hosts
-PLANS = {plan.claim.id: plan for plan in plan_all(PROFILE)}
+CLAIMS = load_claims()
+if config.get("claims"):  # --config claims=id1,id2: only these claims (the SLURM check in CI); default: all
+    CLAIMS = {c.id: c for c in (get_claim(i.strip(), CLAIMS) for i in str(config["claims"]).split(",") if i.strip())}
+PLANS = {plan.claim.id: plan for plan in plan_all(PROFILE, CLAIMS)}
 BASES = {spec.run_id: spec for plan in PLANS.values() for spec in plan.runs.values()}  # labels before tuning
 RESULTS = "results"
 for corrupt in quarantine_corrupt_runs(run_dir(RESULTS, PROFILE, "")):  # rerun them, never trust them
@@ -54,6 +58,9 @@ rule all:
     input:
         REPORT,
         SUMMARY,
+        # every label's tuning from the start, so that the tuning jobs of one claim run in parallel
+        # (a claim's input function would otherwise discover them one checkpoint at a time)
+        [SELECTION.format(base_id=base_id) for base_id in BASES],
 
 
 checkpoint tune:

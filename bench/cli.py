@@ -17,17 +17,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import MISSING, fields
 from pathlib import Path
+
+import torch
+from pydantic import ValidationError
 
 import methods
 from bench.claims.catalog import check_profile, get_claim, load_claims, plan_all
+from bench.claims.schema import hparams_model
 from bench.claims.tune import parse_grid, tune
 from bench.claims.tuning import evaluation_spec, read_selection, select, selection_words
 from bench.core.errors import ClaimbenchError, ConfigError
-from bench.core.layout import run_dir
+from bench.core.layout import checkpoint_dir, run_dir
 from bench.core.spec import RunSpec, parse_scalar
 from bench.engine import data, train
 from bench.engine.methods import all_methods, get_method, resolve_hparams
+from bench.perf import estimate as cost
 from bench.perf import run_benchmarks
 from bench.report.verdicts import evaluate_claim, write_report, write_summary
 
@@ -59,25 +65,108 @@ def _key_values(items: list[str], flag: str) -> dict:
     return out
 
 
+def _count(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a size, a count, a number of epochs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _ints(text: str, flag: str, example: str) -> list[int]:
+    """Comma-separated integers of a flag (--layers, --seeds), or a ConfigError showing the form."""
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: write comma-separated whole numbers, e.g. {flag} {example}") from None
+
+
+REQUIRED_SPEC_KEYS = [f.name for f in fields(RunSpec) if f.default is MISSING and f.default_factory is MISSING]
+
+
+def _spec_from_json(text: str) -> RunSpec:
+    """A --spec argument as a RunSpec, or a ConfigError saying what is wrong with it."""
+    how = "pass one line of `python -m bench plan --json` (quoted as one argument)"
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--spec is not valid JSON ({exc}); {how}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"--spec must be a JSON object (a run spec), got {type(d).__name__}; {how}")
+    missing = [key for key in REQUIRED_SPEC_KEYS if key not in d]
+    if missing:
+        raise ConfigError(f"--spec lacks the key{'s' * (len(missing) > 1)} {', '.join(missing)}; {how}")
+    return RunSpec.from_dict(d)
+
+
+def _check_spec(spec: RunSpec, flag: str) -> None:
+    """What would otherwise fail inside training with a traceback: an unknown method or dataset, a
+    bad hyper-parameter value, a model whose first layer is not the data's width."""
+    cls = get_method(spec.method)
+    width = data.width(spec.dataset)
+    try:
+        hparams_model(cls).model_validate(spec.hparams)
+    except ValidationError as err:
+        first = err.errors()[0]
+        ctx = first.get("ctx") or {}
+        if first["type"] == "unknown_key":
+            raise ConfigError(f"{flag}: {ctx['what']}; allowed keys: {', '.join(sorted(cls.defaults))}") from None
+        key = first["loc"][0] if first["loc"] else "?"
+        reason = ctx.get("reason") or first["msg"].replace("Input should be", "must be")
+        raise ConfigError(f"{flag} {key}={spec.hparams.get(key)!r}: {reason} (method {cls.name!r}, default "
+                          f"{cls.defaults.get(key)!r})") from None
+    layers = spec.model.get("layers")
+    if isinstance(layers, list) and layers and layers[0] != width:
+        raise ConfigError(f"model layers {layers} start at {layers[0]}, but dataset {spec.dataset!r} has {width} "
+                          f"values per example: the first layer is the data's width (e.g. --layers "
+                          f"{','.join(map(str, [width, *layers[1:]]))})")
+
+
+def _check_device(device: str) -> None:
+    """--device names a device this machine has (auto picks one itself)."""
+    if device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device!r}: CUDA is not available on this machine (no GPU, or a torch build "
+                          f"without CUDA); use --device auto or cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+
+
 def cmd_run(args: argparse.Namespace) -> None:
+    _check_device(args.device)
     if args.spec:
-        spec = RunSpec.from_json(args.spec)
+        spec = _spec_from_json(args.spec)
     else:
         missing = [f"--{k}" for k in ("method", "dataset", "layers") if getattr(args, k) is None]
         if missing:
             raise ConfigError(f"run needs {', '.join(missing)} (or --spec JSON)")
         overrides = _key_values(args.set, "--set")
         cls = get_method(args.method)
-        model = {"family": cls.family, "layers": [int(s) for s in args.layers.split(",")], **_key_values(args.model, "--model")}
+        layers = _ints(args.layers, "--layers", "784,200,10")
+        model = {"family": cls.family, "layers": layers, **_key_values(args.model, "--model")}
+        seeds = _ints(args.seeds, "--seeds", "0,1,2")
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"--seeds {args.seeds!r} repeats a seed; each seed is one replica, e.g. --seeds 0,1,2")
         spec = RunSpec(
             profile=args.profile, dataset=args.dataset, method=cls.name, model=model,
-            hparams=resolve_hparams(cls, overrides), seeds=tuple(int(s) for s in args.seeds.split(",")),
+            hparams=resolve_hparams(cls, overrides), seeds=tuple(seeds),
             epochs=args.epochs, batch_size=args.batch_size, train_subset=args.train_subset,
             transform=args.transform, eval_k=args.eval_k, eval_subset=args.eval_subset,
             final_eval_k=args.final_eval_k,
         )
+    _check_spec(spec, "--spec" if args.spec else "--set")
     out = run_dir(Path(args.results), spec.profile, spec.run_id)
-    meta = train.run(spec, out, device=args.device, threads=args.threads, progress=not args.quiet)
+    meta = train.run(spec, out, device=args.device, threads=args.threads, progress=not args.quiet,
+                     checkpoints=checkpoint_dir(Path(args.results), spec.profile), checkpoint_every=args.checkpoint_every)
     print(f"{spec.run_id}: {meta['status']} in {meta['train_seconds']:.1f} train seconds on {meta['device']} -> {out}")
 
 
@@ -99,6 +188,12 @@ def cmd_plan(args: argparse.Namespace) -> None:
     `--stage eval` the tuned evaluation runs, for `run` (after every selection exists)."""
     plans = [plan for plan in plan_all(args.profile) if not args.claims or plan.claim.id in args.claims]
     results = Path(args.root) / "results"
+    if args.estimate:  # the profile's cost, measured here (bench/perf/estimate.py)
+        est = cost.estimate(plans, results, share=args.share, log=lambda line: print(line, file=sys.stderr, flush=True))
+        print(cost.table(est))
+        if args.estimate_out:
+            print(f"wrote {cost.write(est, Path(args.estimate_out))}")
+        return
     if args.json:
         specs = {}
         for plan in plans:
@@ -116,7 +211,9 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
 
 def cmd_select(args: argparse.Namespace) -> None:
-    selection = select(RunSpec.from_json(args.spec), Path(args.results), threads=args.threads or 1)
+    spec = _spec_from_json(args.spec)
+    _check_spec(spec, "--spec")
+    selection = select(spec, Path(args.results), threads=args.threads or 1)
     print(f"{selection['base_run_id']} -> {selection['eval_run_id']}: {selection_words(selection)}")
 
 
@@ -157,14 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="hyper-parameter override")
     r.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
                    help="model config beyond the layers, e.g. --model hidden=[[200,200]] for the vae family")
-    r.add_argument("--seeds", default="0"), r.add_argument("--epochs", type=int, default=1)
-    r.add_argument("--batch-size", type=int, default=100), r.add_argument("--train-subset", type=int)
+    r.add_argument("--seeds", default="0"), r.add_argument("--epochs", type=_count, default=1)
+    r.add_argument("--batch-size", type=_count, default=100), r.add_argument("--train-subset", type=_count)
     r.add_argument("--transform", default="none")
-    r.add_argument("--eval-k", type=int, default=100), r.add_argument("--eval-subset", type=int, default=1000)
-    r.add_argument("--final-eval-k", type=int, default=1000)
+    r.add_argument("--eval-k", type=_count, default=100), r.add_argument("--eval-subset", type=_count, default=1000)
+    r.add_argument("--final-eval-k", type=_count, default=1000)
     r.add_argument("--profile", default="adhoc", help="results go to <results>/<profile>/runs/<run-id>")
     r.add_argument("--results", default="results"), r.add_argument("--device", default="auto")
-    r.add_argument("--threads", type=int), r.add_argument("--quiet", action="store_true")
+    r.add_argument("--threads", type=_count), r.add_argument("--quiet", action="store_true")
+    r.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
+                   help="checkpoint at the first epoch end after this many seconds; a killed run resumes from it")
     r.set_defaults(func=cmd_run)
 
     n = sub.add_parser("new-method", help="write a commented method template into methods/")
@@ -180,9 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--json", action="store_true", help="one RunSpec JSON per line, each run once")
             s.add_argument("--stage", choices=("tune", "eval"), default="tune",
                            help="tune: each label's base configuration (for `select`); eval: the tuned runs (for `run`)")
+            s.add_argument("--estimate", action="store_true",
+                           help="measure a few steps of every run here; print the projected hours per claim and in total")
+            s.add_argument("--share", type=_count, default=4, metavar="N",
+                           help="with --estimate: also the hours with the device shared N ways (serial total / N)")
+            s.add_argument("--estimate-out", metavar="FILE", help="with --estimate: one row per run (.csv) or all (.json)")
     c = sub.add_parser("select", help="equal-budget tuning of one base configuration (bench/claims/tuning.py)")
     c.add_argument("--spec", required=True, help="a base RunSpec as JSON (plan --stage tune --json)")
-    c.add_argument("--results", default="results"), c.add_argument("--threads", type=int)
+    c.add_argument("--results", default="results"), c.add_argument("--threads", type=_count)
     c.set_defaults(func=cmd_select)
     v = sub.add_parser("verdict", help="table, figure and verdict of one claim")
     v.add_argument("claim"), v.add_argument("--profile", default="quick"), v.add_argument("--root", default=".")
@@ -192,9 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_fetch)
     t = sub.add_parser("tune", help="short-horizon grid search of one claim label (bench/claims/tune.py)")
     t.add_argument("claim"), t.add_argument("label")
-    t.add_argument("--profile", default="paper"), t.add_argument("--updates", type=int, default=300)
+    t.add_argument("--profile", default="paper"), t.add_argument("--updates", type=_count, default=300)
     t.add_argument("--grid", nargs="+", required=True, metavar="NAME=V1,V2")
-    t.add_argument("--jobs", type=int, default=1), t.add_argument("--results", default="results")
+    t.add_argument("--jobs", type=_count, default=1), t.add_argument("--results", default="results")
     t.set_defaults(func=cmd_tune)
     b = sub.add_parser("perf", help="benchmarks: ratios measured side by side -> results/perf/")
     b.add_argument("names", nargs="*", help="default: all")

@@ -168,10 +168,11 @@ def test_seeds_of_strings(tmp_path):
 
 
 def test_profile_fields_are_the_runspec_fields_but_the_data_keys():
-    """carve_valid is set by the tuning stage only (bench.claims.tuning), never by a claim."""
+    """carve_valid is set by the tuning stage only (bench.claims.tuning), never by a claim;
+    `substitutions` are words for the verdict line, not a run setting."""
     run_keys = ({f.name for f in fields(RunSpec)} - {"profile", "dataset", "model", "method", "hparams", "carve_valid"}
                 - DATA_KEYS)
-    assert set(schema.Profile.model_fields) == run_keys | {"model", "methods"}
+    assert set(schema.Profile.model_fields) == run_keys | {"model", "methods", "substitutions"}
 
 
 def test_profile_override_of_an_unknown_label(tmp_path):

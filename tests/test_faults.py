@@ -11,7 +11,7 @@ from bench.claims.catalog import load_claims
 from bench.core.errors import ConfigError
 from bench.core.spec import RunSpec
 from bench.curvature.mlp import damped_inverse
-from bench.engine import results, train
+from bench.engine import loop, results, train
 from bench.workloads import workload_for
 
 SPEC = RunSpec(profile="adhoc", dataset="uci_dna", model={"family": "helmholtz", "layers": [180, 10]}, method="rws",
@@ -86,14 +86,14 @@ def test_an_evaluation_split_gets_one_binarization_whatever_the_claim(tmp_path, 
     """Fault 4: the fixed binarization of a split no longer depends on the order of the claim's
     evaluation splits: two claims scoring 'test' score the same binarized images."""
     seen = {}
-    original = train._binarize_eval
+    original = loop._binarize_eval
 
     def spy(x, spec, seed):
         out = original(x, spec, seed)
         seen.setdefault(spec.eval_splits, {})[x.shape[0], seed] = out
         return out
 
-    monkeypatch.setattr(train, "_binarize_eval", spy)
+    monkeypatch.setattr(loop, "_binarize_eval", spy)
     base = dict(profile="adhoc", dataset="mnist", model={"family": "helmholtz", "layers": [784, 5]},
                 method="rws", hparams=SPEC.hparams, seeds=(0,), epochs=1, batch_size=50, train_subset=50,
                 eval_subset=20, eval_k=2, final_eval_k=2, transform="dynamic_binarize", holdout=100)

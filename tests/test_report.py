@@ -141,3 +141,27 @@ def test_no_interval_of_zero_width_is_printed():
         "ratio 0.71 (one value for all seeds: no interval); Δ +3.00 [+2.00, +4.00]")
     assert estimate_words(0.00026, 0.00021, 0.00031, "+") == "+0.00026 [+0.00021, +0.00031]"
     assert estimate_words(-135.36, -138.38, -132.33) == "-135.36 [-138.38, -132.33]"
+
+
+def test_substitutions_follow_the_verdict_in_the_summary_and_end_the_verdict_line(tmp_path):
+    """Issue 12, claim fidelity: what a profile runs instead of the paper's setup (the claim's and the
+    profile's `substitutions`, recorded in the verdict json by evaluate_claim) is printed with the
+    verdict in the summary row (REPORT.md and REPORT.rst) and at the end of the claim's verdict line."""
+    spec = {**SPEC, "substitutions": ["another estimator (paper: AIS)"],
+            "profiles": {"quick": {"substitutions": ["k = 5 for the paper's k = 50"]}}}
+    claims = {"toy-better": Claim("toy-better", spec, tmp_path / "toy.yaml")}
+    words = ["another estimator (paper: AIS)", "k = 5 for the paper's k = 50"]
+    assert claims["toy-better"].substitutions("smoke") == words  # smoke: the quick profile's
+    outcome = {**OUTCOME, "substitutions": words, "detail": OUTCOME["detail"] + "; substitutions: " + "; ".join(words)}
+    (tmp_path / "results/smoke/claims").mkdir(parents=True)
+    (tmp_path / "results/smoke/claims/toy-better.json").write_text(json.dumps(outcome))
+    text = write_report(tmp_path, "smoke", claims).read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| [toy-better](#toy-better)"))
+    assert "✅ reproduced (substitutions: another estimator (paper: AIS); k = 5 for the paper's k = 50)" in row, row
+    assert ("### smoke profile: ✅ reproduced\n\nA − B = +3.00 [+2.00, +4.00]; substitutions: another estimator "
+            "(paper: AIS); k = 5 for the paper's k = 50\n") in text
+    assert text.count("k = 5 for the paper's k = 50") == 2  # the row and the verdict line, nothing doubled
+    rst = summary_rst_path(tmp_path, "smoke").read_text()
+    html = publish_parts(rst, writer="html", settings_overrides={"report_level": 5, "halt_level": 2})["html_body"]
+    assert "✅ reproduced (substitutions: another estimator (paper: AIS); k = 5 for the paper&#x27;s k = 50)" in html \
+        or "✅ reproduced (substitutions: another estimator (paper: AIS); k = 5 for the paper's k = 50)" in html

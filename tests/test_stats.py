@@ -207,3 +207,26 @@ def test_a_threshold_on_an_unconverged_method_decides_nothing():
     assert verdict(c, rule, METRIC, [], "quick")["verdict"] == "reproduced"
     out = verdict(c, rule, METRIC, [], "quick", unconverged=frozenset({"A"}))
     assert out["verdict"] == "inconclusive" and "not converged" in out["detail"]
+
+
+def test_a_verdict_that_moves_with_k_reads_inconclusive():
+    """Issue 12, estimator precision: at K = 100 A beats B by 2 nats; when A's estimate at K / 10
+    is 1 nat looser, the difference moves by more than the margin 0.5: the estimate is not
+    stable in K, so the verdict decides nothing and says so."""
+    rule = {"rule": "better", "pairs": [["A", "B"]], "margin": 0.5}
+    stable = _curves({"A": [-90, -90.2, -89.8, -90.1, -89.9], "B": [-92, -92.1, -91.9, -92.2, -91.8]})
+    out = verdict(stable, rule, METRIC, [], "quick")
+    assert out["verdict"] == "reproduced" and "stable in K (K 10 → 100" in out["detail"]
+    moving = stable.copy()
+    at_small_k = (moving.step == 100) & (moving.eval_k == 10)
+    moving.loc[at_small_k & (moving.label == "A"), "value"] -= 1.0  # A's K/10 estimate 1 nat looser than B's
+    out = verdict(moving, rule, METRIC, [], "quick")
+    assert out["verdict"] == "inconclusive"
+    assert "not stable in K: K 10 → 100 moves the estimate by 1" in out["detail"]
+
+
+def test_intervals_cover_at_their_nominal_level_with_five_seeds():
+    """The catalogue runs 5 seeds per method at the quick and paper profiles."""
+    assert _coverage(mean_ci, lambda r: (r.normal(-90, 2, 5),), -90) >= 0.93
+    assert _coverage(difference_ci, lambda r: (r.normal(-90, 1, 5), r.normal(-92, 3, 5)), 2.0) >= 0.93
+    assert _coverage(ratio_ci, lambda r: (r.normal(30, 3, 5), r.normal(60, 6, 5)), 0.5) >= 0.93

@@ -23,6 +23,8 @@ own ``model:`` keys (not the family), e.g. ``VAE z=5: {method: vae, model: {laye
 compare model variants in one claim; the most specific setting wins: claim model < profile model <
 the label's model < the profile's model for that label. The `smoke` profile is
 derived from `quick` with SMOKE overrides (tiny; used by the tests and CI to exercise the workflow).
+What a profile runs instead of the paper's setup is listed under ``substitutions`` (the claim's,
+for every profile, and each profile's own; `Claim.substitutions`), printed in the verdict line.
 
 What a claim may contain, and each value's type and range, is bench/claims/schema.py (pydantic
 models); a bad key or value is a one-line ConfigError when the claims load, never a traceback in a run.
@@ -80,6 +82,12 @@ class Claim:
     @property
     def paper_numbers(self) -> list[dict[str, Any]]:
         return self.spec.get("paper_numbers", [])
+
+    def substitutions(self, profile: str) -> list[str]:
+        """What `profile` runs instead of the paper's setup: the claim's substitutions (every
+        profile), then the profile's own; the smoke profile has the quick profile's."""
+        settings = self.spec.get("profiles", {}).get("quick" if profile == "smoke" else profile) or {}
+        return [*self.spec.get("substitutions", []), *settings.get("substitutions", [])]
 
     def digest(self) -> str:
         """Hash of the claim's definition, so editing a claim re-computes its verdict."""
@@ -168,6 +176,12 @@ def expand(claim: Claim, profile: str) -> ClaimPlan:
                             f"downloads it where the network allows")
         return plan
     settings = _profile_settings(claim, profile)
+    settings.pop("substitutions", None)  # words for the verdict line (Claim.substitutions), not a run setting
+    rule = claim.spec["verdict"]
+    if rule["rule"] == "faster_to_target" and rule.get("x") == "train_seconds" and settings.get("timing") != "per_seed":
+        raise ConfigError(f"{claim.source.name}, claim {claim.id!r}: a claim about training time needs `timing: per_seed` "
+                          f"in its {profile!r} profile, so that every seed trains alone with its own clock (lock-step "
+                          f"replicas share one); claims that share its runs should set it too")
     model = {**claim.spec["model"], **settings.pop("model", {})}
     overrides = settings.pop("methods", {})
     for label, entry in claim.spec["methods"].items():
@@ -181,9 +195,17 @@ def expand(claim: Claim, profile: str) -> ClaimPlan:
                                    hparams=hparams, **data_keys, **settings)
         try:
             workload_for(label_model["family"]).check_transform(label_model, plan.runs[label].transform)
+            _check_width(claim.spec["dataset"], label_model)
         except ConfigError as exc:
             raise ConfigError(f"{claim.source.name}, claim {claim.id!r}, label {label!r}: {exc}") from None
     return plan
+
+
+def _check_width(dataset: str, model: dict[str, Any]) -> None:
+    layers = model.get("layers")
+    if isinstance(layers, list) and layers and layers[0] != data.width(dataset):
+        raise ConfigError(f"model layers {layers} start at {layers[0]}, but dataset {dataset!r} has "
+                          f"{data.width(dataset)} values per example: the first layer is the data's width")
 
 
 def plan_all(profile: str, claims: dict[str, Claim] | None = None) -> list[ClaimPlan]:

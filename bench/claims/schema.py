@@ -10,6 +10,30 @@ the key, the bad value and what is allowed::
 
     toy.yaml, claim 'toy', label 'A': methods.A.lr = 'fast': must be a valid number (method 'rws', default 0.1)
 
+Fidelity to the paper (issue 12, "Claim fidelity"):
+
+* **Substitutions.** Wherever a profile runs something other than the paper's stated setup (a
+  smaller k, another dataset, another metric or estimator, a smaller network, fewer epochs or
+  examples, ...), the claim says so in ``substitutions``, a list of short phrases a reader
+  understands without the notes ("k = 10 for the paper's k = 50", "5000 training images (paper:
+  60000)"). They are printed in the claim's verdict line (``bench.report.verdicts.evaluate_claim``)
+  and in the report's summary row, not only in the notes. Two places, one meaning: the claim-level
+  ``substitutions`` hold at every profile (another dataset, estimator or metric than the paper's);
+  ``profiles.<p>.substitutions`` hold at that profile only (a smaller network, fewer examples,
+  epochs or samples). A profile's verdict line shows the claim's list, then the profile's; the
+  smoke profile shows the quick profile's (it is a tiny quick). Only setup-level differences
+  belong there; implementation details (an optimizer's initial state, a clamp) stay in the notes.
+  Each phrase is one non-blank line, and a list repeats no phrase.
+* **No threshold against the paper's own number** (`ClaimSpec._check_paper_side`). A paper number
+  that names a label (any provenance but NF: a recalled number the claim contradicts is still a
+  contradiction; fix the number or the rule) must itself pass the claim's rule, strictly, in the
+  direction of the metric: for ``threshold``, the label's paper value lies beyond ``value`` (paper
+  1.34 passes "> 0.5", "> 2.0" contradicts it); for ``better``, each pair whose two labels both
+  have paper numbers differs by more than ``margin`` in the claimed direction; for ``ordering``,
+  each neighbouring pair likewise. ``within_paper`` and ``faster_to_target`` set no threshold of
+  their own against a paper number. A claim may still ask for less than the paper shows (margin
+  1 nat where the paper reports 1.98), never for more.
+
 The claim dict itself is not replaced: `Claim.spec` stays the YAML's plain dict.
 """
 
@@ -184,7 +208,17 @@ def _distinct(values: list) -> list:
     return values
 
 
+def _one_line(text: str) -> str:
+    if not text.strip():
+        raise problem((), "must not be blank: a short phrase, e.g. \"k = 10 for the paper's k = 50\"", text)
+    if "\n" in text or "\r" in text:
+        raise problem((), "must be one line (it is printed in the verdict line)", text)
+    return text
+
+
 Seeds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1), AfterValidator(_distinct)]
+Phrase = Annotated[str, AfterValidator(_one_line)]
+Substitutions = Annotated[list[Phrase], AfterValidator(_distinct)]
 Splits = Annotated[list[Split], Field(min_length=1), AfterValidator(_distinct)]
 ModelOverride = dict[str, Any]  # keys and values checked against the family by ClaimSpec._cross_checks
 
@@ -214,7 +248,8 @@ class LabelOverride(BaseModel):
 
 class Profile(Strict):
     """A profile's run settings: the fields of bench.core.spec.RunSpec but the data keys, plus
-    model and per-label overrides."""
+    model and per-label overrides, and what this profile runs instead of the paper's setup
+    (`substitutions`, printed in its verdict line; see the module's docstring)."""
 
     seeds: Seeds
     epochs: Count
@@ -226,8 +261,10 @@ class Profile(Strict):
     eval_splits: Splits = ["valid", "test"]
     final_eval_k: Count = 1000
     final_eval_splits: Splits = ["test"]
+    timing: Literal["lockstep", "per_seed"] = "lockstep"  # per_seed: each seed alone, its own clock (time claims)
     model: ModelOverride = {}
     methods: dict[Label, LabelOverride | None] = {}
+    substitutions: Substitutions = []
 
 
 class Profiles(Strict):
@@ -330,6 +367,7 @@ class ClaimSpec(Strict):
     transform: Literal[TRANSFORMS] = "none"  # type: ignore[valid-type]
     labels: bool = False
     holdout: Count | None = None
+    substitutions: Substitutions = []  # hold at every profile; a profile's own are under profiles.<p>
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ClaimSpec:
@@ -369,6 +407,7 @@ class ClaimSpec(Strict):
                 _check_model(family, ("profiles", profile, "methods", label, "model"), override.model)
                 _check_hparams(methods[label], ("profiles", profile, "methods", label), override.model_extra or {})
         self._check_labels(list(methods))
+        self._check_paper_side()
         return self
 
     def _check_labels(self, labels: list[str]) -> None:
@@ -390,6 +429,40 @@ class ClaimSpec(Strict):
             raise problem(("verdict", "method"), "within_paper needs a paper number for this label read in a primary "
                           f"source (provenance {' or '.join(sorted(PRIMARY_PROVENANCE))}) under paper_numbers",
                           v.method, label=v.method)
+
+
+    def _check_paper_side(self) -> None:
+        """The paper's own numbers pass the claim's rule (see the module's docstring): a threshold or
+        a margin never asks for more than the paper reports."""
+        v, sign = self.verdict, 1.0 if self.metric.higher_is_better else -1.0
+        numbers: dict[str, list[PaperNumber]] = {}
+        for n in self.paper_numbers:
+            if n.method is not None and n.provenance != "NF":
+                numbers.setdefault(n.method, []).append(n)
+        if isinstance(v, Threshold):
+            side = "above" if sign > 0 else "below"
+            for n in numbers.get(v.method, []):
+                if not sign * (n.value - v.value) > 0:
+                    raise problem(("verdict", "value"), f"contradicts the paper's own number: {v.method!r} has "
+                                  f"{n.value:g} ({n.provenance}) under paper_numbers, which does not lie {side} "
+                                  f"{v.value:g}; a threshold must be one the paper's value passes", v.value,
+                                  label=v.method)
+            return
+        if isinstance(v, Better):
+            pairs, key = [tuple(p) for p in v.pairs], "margin"
+        elif isinstance(v, Ordering):
+            pairs, key = list(zip(v.order, v.order[1:])), "margin"
+        else:
+            return
+        for a, b in pairs:
+            for na in numbers.get(a, []):
+                for nb in numbers.get(b, []):
+                    gap = sign * (na.value - nb.value)
+                    if not gap > v.margin:
+                        raise problem(("verdict", key), f"contradicts the paper's own numbers: {a!r} {na.value:g} "
+                                      f"({na.provenance}) vs {b!r} {nb.value:g} ({nb.provenance}) under paper_numbers "
+                                      f"is a gap of {gap:g} in the claimed direction, not more than the margin "
+                                      f"{v.margin:g}", v.margin)
 
 
 # --------------------------------------------------------------------------- registry-driven checks

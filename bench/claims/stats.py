@@ -25,6 +25,9 @@ inconclusive and the report says why.
   at the paper profile only (a quick profile never claims a paper's number).
 A threshold or within-paper verdict on a method whose curve does not show convergence reads
 inconclusive too (a number of a half-trained model says nothing about the trained one).
+A verdict on final values must be stable in the evaluation K: the rule is recomputed on the final
+metric at K / 10 (the engine evaluates both), and the verdict reads inconclusive when the decision
+changes or an estimate moves by more than the claim's margin.
 
 * ``threshold`` -- one method's metric lies beyond a value the claim states (not a paper's
   number; e.g. "the amortization gap is more than half the inference gap"): reproduced when the
@@ -121,6 +124,7 @@ def method_table(curves: pd.DataFrame, metric: dict[str, Any], metas: dict[str, 
     heldout_split = next((s for s in ("test", "valid") if metric["split"] == "train" and
                           ((curves.split == s) & (curves.metric == metric["name"])).any()), None)
     heldout = final_values(curves, {**metric, "split": heldout_split}) if heldout_split else None
+    sems = final_values(curves, {**metric, "name": f"{metric['name']}_sem"})  # per seed, over examples
     out = []
     for label, meta in metas.items():
         vals = finals[finals.label == label]
@@ -132,6 +136,7 @@ def method_table(curves: pd.DataFrame, metric: dict[str, Any], metas: dict[str, 
         out.append({
             "method": label,
             "final": mean, "final_lo": lo, "final_hi": hi,
+            "final_sem": float(sems[sems.label == label].value.mean()) if (sems.label == label).any() else np.nan,
             "best": float(best.loc[label].mean()) if label in best.index.get_level_values(0) else np.nan,
             "eval_k": int(vals.eval_k.max()) if len(vals) else 0,
             "epochs": float(epochs.mean()) if len(epochs) else 0.0,
@@ -278,26 +283,71 @@ def _threshold(finals: pd.DataFrame, v: dict[str, Any], sign: float) -> tuple[st
         [{"mean": mean, "lo": lo, "hi": hi, "value": v["value"]}]
 
 
+def final_values_at_smaller_k(curves: pd.DataFrame, metric: dict[str, Any]) -> pd.DataFrame | None:
+    """label, seed, value: the final metric at the next smaller K evaluated at the last step (the
+    engine evaluates K / 10 there), or None when some seed has no such row (a metric without K)."""
+    rows = curves[(curves.split == metric["split"]) & (curves.metric == metric["name"])]
+    last = rows[rows.step == rows.groupby(["label", "seed"]).step.transform("max")]
+    below = last[last.eval_k < last.groupby(["label", "seed"]).eval_k.transform("max")]
+    below = below[below.eval_k == below.groupby(["label", "seed"]).eval_k.transform("max")]
+    out = below.groupby(["label", "seed", "eval_k"], as_index=False).value.mean()
+    return out if len(out) == len(final_values(curves, metric)) else None
+
+
+def _final_rule(finals: pd.DataFrame, rule: dict[str, Any], paper_numbers: list[dict], profile: str, sign: float,
+                unconverged: frozenset[str]) -> tuple[str, str, list]:
+    name = rule["rule"]
+    if name == "better":
+        return _better(finals, rule["pairs"], rule.get("margin", 0.0), sign, unconverged)
+    if name == "ordering":
+        order = rule["order"]
+        return _better(finals, [[order[i], order[i + 1]] for i in range(len(order) - 1)],
+                       rule.get("margin", 0.0), sign, unconverged)
+    if name == "threshold":
+        return _threshold(finals, rule, sign)
+    return _within(finals, rule, paper_numbers, profile)
+
+
+def _stability_in_k(curves: pd.DataFrame, finals: pd.DataFrame, rule: dict[str, Any], metric: dict[str, Any],
+                    paper_numbers: list[dict], profile: str, sign: float, decision: str,
+                    numbers: list) -> tuple[bool, str]:
+    """(stable, words): the rule recomputed on the final metric at K / 10. Unstable when the
+    decision changes, or when an estimate (a difference, a mean) moves by more than the claim's
+    margin; a verdict that is not stable in K reads inconclusive."""
+    low = final_values_at_smaller_k(curves, metric)
+    if low is None or not numbers:
+        return True, ""
+    low_decision, _, low_numbers = _final_rule(low, rule, paper_numbers, profile, sign, frozenset())
+    key = "diff" if "diff" in numbers[0] else "mean"
+    moved = max((abs(n[key] - m[key]) for n, m in zip(numbers, low_numbers)), default=0.0)
+    k_high, k_low = int(finals.eval_k.max()), int(low.eval_k.max())
+    words = f"K {k_low} → {k_high} moves the estimate by {moved:.2g}"
+    margin = rule.get("margin", 0.0)
+    if decision in DECIDED and low_decision != decision:
+        return False, f"not stable in K: {words}, and at K {k_low} the rule says {low_decision}"
+    if margin > 0 and moved > margin:
+        return False, f"not stable in K: {words}, more than the margin {margin:g}"
+    return True, f"stable in K ({words})"
+
+
 def verdict(curves: pd.DataFrame, rule: dict[str, Any], metric: dict[str, Any], paper_numbers: list[dict],
             profile: str, unconverged: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Evaluate a claim's verdict rule on the curves (with a `label` column). `unconverged`: labels
     with a seed whose curve had not converged (bench.claims.convergence); comparisons that would
-    stand on them read inconclusive."""
+    stand on them read inconclusive. Rules on final values are recomputed at K / 10 (the engine's
+    second final evaluation): a verdict not stable in K reads inconclusive."""
     sign = 1.0 if metric["higher_is_better"] else -1.0
-    finals = final_values(curves, metric)
     name = rule["rule"]
-    if name == "better":
-        decision, detail, numbers = _better(finals, rule["pairs"], rule.get("margin", 0.0), sign, unconverged)
-    elif name == "ordering":
-        order = rule["order"]
-        decision, detail, numbers = _better(finals, [[order[i], order[i + 1]] for i in range(len(order) - 1)],
-                                            rule.get("margin", 0.0), sign, unconverged)
-    elif name == "faster_to_target":
+    if name == "faster_to_target":
         decision, detail, numbers = _faster(curves, rule, metric, sign, unconverged)
-    elif name == "threshold":
-        decision, detail, numbers = _threshold(finals, rule, sign)
-    else:
-        decision, detail, numbers = _within(finals, rule, paper_numbers, profile)
+        return {"verdict": decision, "detail": detail, "numbers": numbers}
+    finals = final_values(curves, metric)
+    decision, detail, numbers = _final_rule(finals, rule, paper_numbers, profile, sign, unconverged)
     if name in ("threshold", "within_paper") and rule["method"] in unconverged and decision in DECIDED:
         decision, detail = "inconclusive", detail + f", not converged: {rule['method']}'s curve does not show it converged"
+    stable, words = _stability_in_k(curves, finals, rule, metric, paper_numbers, profile, sign, decision, numbers)
+    if words:
+        detail += f"; {words}"
+    if not stable and decision in DECIDED:
+        decision = "inconclusive"
     return {"verdict": decision, "detail": detail, "numbers": numbers}

@@ -21,6 +21,10 @@ class ChecksumMismatch(ClaimbenchError):
     """A dataset file whose sha256 is not the registered one (corrupt or a different file)."""
 
 
+class DiskFull(ClaimbenchError):
+    """No space left (or over quota) while writing a result; the file's previous version is kept."""
+
+
 def unknown(kind: str, name: str, known: "list[str] | set[str]") -> UnknownName:
     """Build the standard 'unknown X' error listing the known names."""
     return UnknownName(f"unknown {kind} {name!r}; known {kind}s: {', '.join(sorted(known))}")

@@ -5,6 +5,7 @@ Under the project root (``root``), for a profile P::
 
     results/P/runs/<run-id>/curve.parquet, run.json   one run (run.json written last)
     results/P/logs/<run-id>.log                       its progress bar and stderr
+    results/P/checkpoints/<run-id>.seeds-<s>.pt       an unfinished run's checkpoint (removed when it ends)
     results/P/claims/<claim>.json                     a claim's verdict and numbers
     results/P/tables/<claim>.csv                      its per-method table
     figures/P/<claim>.png                             its figure
@@ -20,9 +21,12 @@ Functions taking ``results`` expect the results folder itself (``root / "results
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+from bench.core.errors import DiskFull
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout: bench/, methods/, results/, data/
 MAIN_PROFILES = ("quick", "paper")  # shown side by side in results/REPORT.md
@@ -30,6 +34,12 @@ MAIN_PROFILES = ("quick", "paper")  # shown side by side in results/REPORT.md
 
 def run_dir(results: Path, profile: str, run_id: str) -> Path:
     return Path(results) / profile / "runs" / run_id
+
+
+def checkpoint_dir(results: Path, profile: str) -> Path:
+    """Checkpoints of unfinished runs (bench.engine.loop): outside the run folders, which Snakemake
+    removes when it reruns a killed job, so that the rerun resumes from them."""
+    return Path(results) / profile / "checkpoints"
 
 
 def log_path(results: Path, profile: str, run_id: str) -> Path:
@@ -67,9 +77,20 @@ def tuning_run_dir(results: Path, profile: str, run_id: str) -> Path:
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """write(tmp) to a temporary name beside `path`, then rename: a kill never leaves half a file."""
+    """write(tmp) to a temporary name beside `path`, then rename: a kill never leaves half a file.
+    A write that fails leaves `path` as it was and removes its temporary file; a full disk (or an
+    exceeded quota) is a DiskFull naming the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = "its previous version is unchanged" if path.exists() else "nothing was written"
+            raise DiskFull(f"{path}: no space left on the device ({exc.strerror}); {kept}. Free some space (or "
+                           f"write the results elsewhere) and rerun the same command: finished runs are kept "
+                           f"and only unfinished ones run.") from exc
+        raise

@@ -13,7 +13,8 @@ import yaml
 from bench.core.errors import ConfigError, check_keys
 
 TRANSFORMS = ("none", "dynamic_binarize", "unit_interval")
-LATER_FIELDS = {"carve_valid": None}  # fields added after the first runs, and their defaults
+TIMINGS = ("lockstep", "per_seed")
+LATER_FIELDS = {"carve_valid": None, "timing": "lockstep"}  # fields added after the first runs, and their defaults
 
 
 def parse_scalar(text: str) -> Any:
@@ -49,6 +50,7 @@ class RunSpec:
     final_eval_k: int = 1000  # importance samples for the final numbers
     final_eval_splits: tuple[str, ...] = ("test",)
     carve_valid: int | None = None  # tuning runs: the last N training examples become 'valid' (see bench.claims.tuning)
+    timing: str = "lockstep"  # 'per_seed': each seed trains alone with its own clock (claims about time)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
@@ -56,6 +58,8 @@ class RunSpec:
         object.__setattr__(self, "final_eval_splits", tuple(self.final_eval_splits))
         if self.transform not in TRANSFORMS:
             raise ConfigError(f"transform {self.transform!r}; use one of {TRANSFORMS}")
+        if self.timing not in TIMINGS:
+            raise ConfigError(f"timing {self.timing!r}; use one of {TIMINGS}")
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, except those added after the first runs (LATER_FIELDS) while they hold

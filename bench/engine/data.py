@@ -31,7 +31,7 @@ import pooch
 import scipy.io
 
 from bench.core.errors import ChecksumMismatch, DatasetNotFound, unknown
-from bench.core.layout import PROJECT_ROOT
+from bench.core.layout import PROJECT_ROOT, atomic_write
 
 PROJECT_DATA = PROJECT_ROOT / "data"
 ENV_VAR = "CLAIMBENCH_DATA"
@@ -373,7 +373,7 @@ def _download(spec: DatasetSpec, orig: Original) -> Path:
 
 
 def _not_found(spec: DatasetSpec, reason: str) -> DatasetNotFound:
-    looked = "\n".join(f"  - {d}" for d in search_path())
+    looked = "\n".join(f"  - {d}" + ("" if d.is_dir() else " (does not exist)") for d in search_path())
     urls = "\n".join(f"  - {o.url}" for o in spec.originals)
     return DatasetNotFound(
         f"dataset {spec.name!r} not found. Looked for {spec.name}.npz (and the originals "
@@ -398,13 +398,15 @@ def _build_from_originals(spec: DatasetSpec, download: bool) -> Path:
             _verify_original(path, orig)
         files[orig.filename] = path
     arrays = spec.convert(files)
-    PROJECT_DATA.mkdir(parents=True, exist_ok=True)
     out = PROJECT_DATA / f"{spec.name}.npz"
-    tmp = out.with_name(out.name + ".part")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
-    os.replace(tmp, out)
-    out.with_name(out.name + ".sha256").write_text(f"{file_digest(out)}  {out.name}\n")
+
+    def write_npz(tmp: Path) -> None:  # its hash is recorded before the npz appears under its name
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        digest = file_digest(tmp)
+        atomic_write(out.with_name(out.name + ".sha256"), lambda p: p.write_text(f"{digest}  {out.name}\n"))
+
+    atomic_write(out, write_npz)  # a full disk or a kill leaves no partial npz behind
     return out
 
 
@@ -427,6 +429,11 @@ def get_spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
         raise unknown("dataset", name, DATASETS)
     return DATASETS[name]
+
+
+def width(name: str) -> int:
+    """Values per example of a registered dataset (from its declared shapes; nothing is loaded)."""
+    return next(iter(get_spec(name).shapes.values()))[1]
 
 
 def load(name: str, download: bool = True) -> Dataset:

@@ -122,6 +122,13 @@ def device_name(device: str) -> str:
 
 
 def load_curves(paths: list[Path]) -> pd.DataFrame:
-    """Concatenate the curve.parquet files of the given run directories."""
-    frames = [pd.read_parquet(Path(p) / "curve.parquet") for p in paths]
+    """Concatenate the curve.parquet files of the given run directories; one that cannot be read
+    is a CorruptRun naming its folder."""
+    frames = []
+    for p in paths:
+        try:
+            frames.append(pd.read_parquet(Path(p) / "curve.parquet"))
+        except (OSError, ValueError) as exc:
+            raise CorruptRun(f"{p}: the run's curve.parquet cannot be read ({type(exc).__name__}: {exc}); delete "
+                             f"that folder and rerun `snakemake` (it reruns the run)") from exc
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CURVE_COLUMNS)

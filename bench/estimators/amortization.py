@@ -19,6 +19,8 @@ from torch import Tensor
 from torch.distributions import Normal
 
 from bench.estimators.importance import importance_log_likelihood
+from bench.models.vae import rsample
+from bench.nn import noise
 
 if TYPE_CHECKING:
     from bench.models.vae import VAE, GaussianLatentModel
@@ -40,7 +42,7 @@ def _elbo(model: "VAE", x: Tensor, mean: Tensor, log_sigma: Tensor, draws: int) 
     """E_q[log p(x, z)] + H(q) for q = N(mean, exp(log_sigma)^2) given per example (R, B, d),
     with `draws` reparameterised samples: (R, B). The entropy is exact, which lowers the variance
     and leaves the ELBO unchanged."""
-    z = Normal(mean, log_sigma.exp()).rsample((draws,)).movedim(0, 1)
+    z = rsample(Normal(mean, log_sigma.exp()), draws)
     return model.log_joint(x, [z]).mean(1) + _gaussian_entropy(log_sigma)
 
 
@@ -69,8 +71,8 @@ def _mixture_log_weights(model: "VAE", packed: Tensor, k: int) -> Tensor:
     d = model.layers[1]
     x, mean, log_sigma = packed.split([packed.shape[-1] - 2 * d, d, d], dim=-1)
     amortized, local = model.encode(x), Normal(mean, log_sigma.exp())
-    pick = torch.rand(x.shape[0], k, x.shape[1], 1, device=x.device) < 0.5
-    z = torch.where(pick, amortized.rsample((k,)).movedim(0, 1), local.rsample((k,)).movedim(0, 1))
+    pick = noise.rand((x.shape[0], k, x.shape[1], 1), x) < 0.5
+    z = torch.where(pick, rsample(amortized, k), rsample(local, k))
 
     def log_density(q: Normal) -> Tensor:
         return Normal(q.loc.unsqueeze(1), q.scale.unsqueeze(1)).log_prob(z).sum(-1)

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bench.models.helmholtz import HelmholtzMachine
+from bench.nn import noise
 
 EPS = 1e-6  # mean-field means are kept in [EPS, 1 - EPS]
 DAMPING = 0.5
@@ -139,7 +140,7 @@ def sample_log_weights(model: HelmholtzMachine, x: Tensor, mu: list[Tensor], k: 
     """Importance log-weights log p(x, h) - log q_MF(h) with h ~ q_MF = prod Bernoulli(mu) (the
     example's own mean-field posterior as the proposal): (R, K, B)."""
     r, b, _ = x.shape
-    hs = [(torch.rand(r, k, b, m.shape[-1], dtype=x.dtype, device=x.device) < m.unsqueeze(1)).to(x.dtype)
+    hs = [(noise.rand((r, k, b, m.shape[-1]), x) < m.unsqueeze(1)).to(x.dtype)
           for m in mu]
     log_q = sum((h * torch.log(m.unsqueeze(1)) + (1 - h) * torch.log1p(-m.unsqueeze(1))).sum(-1)
                 for h, m in zip(hs, mu))

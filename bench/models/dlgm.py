@@ -31,6 +31,7 @@ from torch.distributions import LowRankMultivariateNormal, Normal, kl_divergence
 
 from bench.models import register_family
 from bench.models.vae import DataLayer, GaussianLatentModel
+from bench.nn import noise
 from bench.nn.linear import ReplicaLinear, ReplicaMLP
 
 
@@ -81,8 +82,8 @@ class DLGM(GaussianLatentModel):
     def sample_q(self, x: Tensor, k: int) -> tuple[list[Tensor], Tensor]:
         zs, log_q = [], 0.0
         for mu, sigma, u in self._posterior(x):
-            eps = torch.randn(mu.shape[0], k, *mu.shape[1:], dtype=mu.dtype, device=mu.device)
-            eta = torch.randn_like(eps[..., :1])
+            eps = noise.randn((mu.shape[0], k, *mu.shape[1:]), mu)
+            eta = noise.randn((*eps.shape[:-1], 1), mu)
             xi = mu.unsqueeze(1) + sigma.unsqueeze(1) * eps + u.unsqueeze(1) * eta  # cov diag(sigma^2) + u u^T
             zs.append(xi)
             log_q = log_q + self._dist(mu, sigma, u).log_prob(xi)
@@ -106,7 +107,7 @@ class DLGM(GaussianLatentModel):
 
     def sample_prior(self, n: int) -> list[Tensor]:
         ref = self.g[0]
-        return [torch.randn(self.replicas, 1, n, d, dtype=ref.dtype, device=ref.device) for d in self.layers[1:]]
+        return [noise.randn((self.replicas, 1, n, d), ref) for d in self.layers[1:]]
 
     def posterior_means(self, x: Tensor) -> list[Tensor]:
         """The means mu_l(x) of q(xi_l | x), the noise units IWAE's criterion counts."""

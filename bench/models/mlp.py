@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.models import register_family
+from bench.nn import noise
 from bench.nn.bernoulli import bernoulli_log_prob, replica_generators, sample_bernoulli
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "linear": lambda s: s}
@@ -123,8 +124,8 @@ class MLP(nn.Module):
         if self.loss == "bernoulli":
             return sample_bernoulli(z)
         if self.loss == "gaussian":
-            return z + torch.randn_like(z)
-        gumbel = -torch.log(-torch.log(torch.rand_like(z)))  # Gumbel-max: no error on NaN logits,
+            return z + noise.randn(z.shape, z)
+        gumbel = -torch.log(-torch.log(noise.rand(z.shape, z)))  # Gumbel-max: no error on NaN logits,
         return (z + gumbel).argmax(-1)  # so the loop records a diverged replica instead of crashing
 
     def output_metric(self, z: Tensor, u: Tensor, v: Tensor) -> Tensor:

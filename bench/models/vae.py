@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.distributions import Normal, kl_divergence
 
 from bench.models import register_family
+from bench.nn import noise
 from bench.nn.bernoulli import bernoulli_log_prob, replica_generators, sample_bernoulli
 from bench.nn.linear import ReplicaLinear, ReplicaMLP
 
@@ -56,8 +57,13 @@ class GaussianLayer(nn.Module):
 
 def rsample(q: Normal, k: int) -> Tensor:
     """k reparameterised samples per row of a (R, B, d) Gaussian: (R, K, B, d)."""
-    eps = torch.randn(q.loc.shape[0], k, *q.loc.shape[1:], dtype=q.loc.dtype, device=q.loc.device)
+    eps = noise.randn((q.loc.shape[0], k, *q.loc.shape[1:]), q.loc)
     return q.loc.unsqueeze(1) + q.scale.unsqueeze(1) * eps
+
+
+def reparameterised(q: Normal) -> Tensor:
+    """One reparameterised sample of a Gaussian with replicas first, from per-replica noise."""
+    return q.loc + q.scale * noise.randn(q.loc.shape, q.loc)
 
 
 class DataLayer(nn.Module):
@@ -97,7 +103,7 @@ class DataLayer(nn.Module):
         a, log_var = self._params(h)
         if log_var is None:
             return sample_bernoulli(a)
-        return a + (0.5 * log_var).exp() * torch.randn_like(a)
+        return a + (0.5 * log_var).exp() * noise.randn(a.shape, a)
 
 
 OUTPUT_BIASES = ("zero", "data_mean")
@@ -224,7 +230,7 @@ class VAE(GaussianLatentModel):
         log_q = Normal(q.loc.unsqueeze(1), q.scale.unsqueeze(1)).log_prob(zs[0]).sum(-1)
         for layer in self.q[1:]:
             q = layer(zs[-1])
-            zs.append(q.rsample())
+            zs.append(reparameterised(q))
             log_q = log_q + q.log_prob(zs[-1]).sum(-1)
         return zs, log_q
 
@@ -243,9 +249,9 @@ class VAE(GaussianLatentModel):
 
     def sample_prior(self, n: int) -> list[Tensor]:
         ref = self.q[0].mean.weight
-        zs = [torch.randn(self.replicas, 1, n, self.layers[-1], dtype=ref.dtype, device=ref.device)]
+        zs = [noise.randn((self.replicas, 1, n, self.layers[-1]), ref)]
         for layer in reversed(self.p):
-            zs.insert(0, layer(zs[0]).sample())
+            zs.insert(0, reparameterised(layer(zs[0])).detach())
         return zs
 
     def posterior_means(self, x: Tensor) -> list[Tensor]:
@@ -255,7 +261,7 @@ class VAE(GaussianLatentModel):
         for layer in self.q:
             q = layer(h)
             means.append(q.loc)
-            h = q.sample()
+            h = reparameterised(q).detach()
         return means
 
     def kl(self, x: Tensor) -> Tensor:

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bench.nn import noise
+
 
 def replica_generators(seeds: list[int]) -> list[torch.Generator]:
     """One CPU generator per replica, so that replica r's initialisation depends on seeds[r] only."""
@@ -25,10 +27,11 @@ def bernoulli_log_prob(y: Tensor, logits: Tensor) -> Tensor:
     return torch.einsum("...d,...d->...", y, logits) - F.softplus(logits).sum(-1)
 
 
-def sample_bernoulli(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """0/1 samples. `rand < p` (not torch.bernoulli) so that NaN logits never raise mid-run:
-    divergence is detected and recorded by the training loop instead."""
-    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+def sample_bernoulli(logits: Tensor) -> Tensor:
+    """0/1 samples of (R, ...) logits, each replica's from its own noise (bench.nn.noise).
+    `rand < p` (not torch.bernoulli) so that NaN logits never raise mid-run: divergence is
+    detected and recorded by the training loop instead."""
+    u = noise.rand(logits.shape, logits)
     return (u < torch.sigmoid(logits)).to(logits.dtype)
 
 
@@ -65,8 +68,8 @@ class SBNLayer(nn.Module):
         """log p(y | x) summed over units: (R, N)."""
         return bernoulli_log_prob(y, self.logits(x))
 
-    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return sample_bernoulli(self.logits(x), generator)
+    def sample(self, x: Tensor) -> Tensor:
+        return sample_bernoulli(self.logits(x))
 
 
 class BernoulliPrior(nn.Module):
@@ -83,5 +86,5 @@ class BernoulliPrior(nn.Module):
     def log_prob(self, h: Tensor) -> Tensor:
         return bernoulli_log_prob(h, self.logits(h.shape[1]))
 
-    def sample(self, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        return sample_bernoulli(self.logits(n_samples), generator)
+    def sample(self, n_samples: int) -> Tensor:
+        return sample_bernoulli(self.logits(n_samples))

@@ -7,8 +7,11 @@
   includes it).
 
 This module only gathers what the templates show (each claim's json written by
-:func:`bench.report.verdicts.evaluate_claim`); the wording and layout are in the templates. The
-markdown tables stay ``pandas.DataFrame.to_markdown`` (tabulate pads each column to its widest cell).
+:func:`bench.report.verdicts.evaluate_claim`); the wording and layout are in the templates. What a
+profile runs instead of the paper's setup (the claim's ``substitutions``) is printed with its
+verdict: in the summary row's verdict cell, and in the verdict line under each claim's profile
+heading. The markdown tables stay ``pandas.DataFrame.to_markdown`` (tabulate pads each column to its
+widest cell).
 """
 
 from __future__ import annotations
@@ -100,6 +103,9 @@ def _method_markdown(outcome: dict[str, Any]) -> str:
             "method": m["method"],
             f"final {metric['split']} {metric['name']} (K={m['eval_k']})": _estimate(m["final"], m.get("final_lo"), m.get("final_hi")),
         }
+        sem = m.get("final_sem")
+        if sem is not None and sem == sem:  # the interval over the evaluated examples
+            row["± over examples (1.96 s.e.)"] = _num(1.96 * sem, ".2g")
         if "heldout" in m:  # a training-loss claim also shows the held-out loss
             row[f"final {m['heldout_split']} {metric['name']}"] = _estimate(m["heldout"], m.get("heldout_lo"), m.get("heldout_hi"))
         rows.append({
@@ -154,11 +160,19 @@ def _claim_entries(root: Path, shown: tuple[str, ...], claims: dict[str, Claim])
         for p in shown:
             o = load_outcome(root, p, claim.id)
             models = (o or {}).get("models", {})
+            # what the profile ran instead of the paper's setup: the verdict's own record, or (a verdict
+            # computed before claims listed them, or none yet) the claim's list, added to the detail
+            subs = o["substitutions"] if o and "substitutions" in o else claim.substitutions(p)
+            detail = _no_zero_width(o["detail"]) if o else ""
+            if o and "substitutions" not in o and subs:
+                detail += f"; substitutions: {'; '.join(subs)}"
             profiles.append({
                 "name": p, "outcome": o,
                 "verdict": _verdict_mark(o),
+                "substitutions": subs,
+                "verdict_line": _verdict_mark(o) + (f" (substitutions: {'; '.join(subs)})" if subs else ""),
                 "headline": _no_zero_width(o["headline"]) if o else "—",
-                "detail": _no_zero_width(o["detail"]) if o else "",
+                "detail": detail,
                 "method_table": _method_markdown(o) if o and o["methods"] else "",
                 "tuning_table": _tuning_markdown(o) if o and o.get("tuning") else "",
                 "models_differ": len({json.dumps(m, sort_keys=True) for m in models.values()}) > 1,
@@ -176,7 +190,7 @@ def _summary_markdown(entries: list[dict[str, Any]], rel: str) -> str:
         row = {"claim": f"[{c['id']}](#{c['id']})", "statement": c["statement"], "paper's number": c["paper_numbers"]}
         for p in c["profiles"]:
             row[f"{p['name']}: ours"] = p["headline"]
-            row[f"{p['name']}: verdict"] = p["verdict"]
+            row[f"{p['name']}: verdict"] = p["verdict_line"]
         figs = [f"[{p['name']}]({rel}figures/{p['name']}/{c['id']}.png)" for p in c["profiles"] if p["figure_exists"]]
         row["figure"] = " ".join(figs) or "—"
         rows.append(row)

@@ -58,12 +58,15 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
     base = {"claim": claim.id, "profile": profile, "statement": claim.spec["statement"],
             "paper": claim.spec.get("paper", ""), "rule": claim.spec["verdict"]["rule"],
             "claim_digest": claim.digest(), "computed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-            "figure": str(out["figure"].relative_to(root)), "table": str(out["table"].relative_to(root))}
+            "figure": str(out["figure"].relative_to(root)), "table": str(out["table"].relative_to(root)),
+            "substitutions": claim.substitutions(profile)}
+    # what this profile runs instead of the paper's setup ends the verdict line, whatever the verdict
+    with_subs = f"; substitutions: {'; '.join(base['substitutions'])}" if base["substitutions"] else ""
     if plan.unavailable:
         figures.placeholder(out["figure"], claim.id, plan.unavailable)
         out["table"].parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(columns=["method"]).to_csv(out["table"], index=False)
-        return _write_json(out["json"], {**base, "verdict": "data unavailable", "detail": plan.unavailable,
+        return _write_json(out["json"], {**base, "verdict": "data unavailable", "detail": plan.unavailable + with_subs,
                                          "headline": "—", "numbers": [], "methods": []})
     results_root = Path(root) / "results"
     selections = {label: read_selection(results_root, spec) for label, spec in plan.runs.items()}
@@ -71,7 +74,7 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
     if untuned:
         detail = f"not tuned yet: {', '.join(untuned)} (the equal-budget tuning stage runs first)"
         figures.placeholder(out["figure"], claim.id, detail)
-        return _write_json(out["json"], {**base, "verdict": "not run", "detail": detail, "headline": "—",
+        return _write_json(out["json"], {**base, "verdict": "not run", "detail": detail + with_subs, "headline": "—",
                                          "numbers": [], "methods": []})
     runs = {label: tuned_spec(selections[label]) for label in plan.runs}
     run_dirs = {label: run_dir(results_root, profile, spec.run_id) for label, spec in runs.items()}
@@ -79,7 +82,7 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
     if missing:
         detail = f"runs not finished for: {', '.join(missing)}"
         figures.placeholder(out["figure"], claim.id, detail)
-        return _write_json(out["json"], {**base, "verdict": "not run", "detail": detail, "headline": "—",
+        return _write_json(out["json"], {**base, "verdict": "not run", "detail": detail + with_subs, "headline": "—",
                                          "numbers": [], "methods": []})
     metas, frames = {}, []
     for label, d in run_dirs.items():
@@ -106,6 +109,7 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
     no_healthy = [label for label, m in metas.items() if all(s["status"] != "ok" for s in m["seeds"].values())]
     if no_healthy:
         outcome["detail"] += f"; no healthy seed: {', '.join(no_healthy)}"
+    outcome["detail"] += with_subs
     out["table"].parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out["table"], index=False)
     figures.claim_figure(out["figure"], curves, claim.id, claim.spec["statement"], metric, claim.paper_numbers,

@@ -59,6 +59,17 @@ class Workload:
         return {**out, **extra}
 
 
+def with_sem(name: str, per_example: Tensor) -> dict[str, Tensor]:
+    """A per-example metric (R, N) as its mean over the examples and the standard error of that
+    mean (`<name>_sem`, std / sqrt(N)): the interval over test examples the report shows beside
+    the interval over seeds. Both (R,); no standard error of a single example."""
+    n = per_example.shape[1]
+    out = {name: per_example.mean(1)}
+    if n > 1:
+        out[f"{name}_sem"] = per_example.std(1) / n**0.5
+    return out
+
+
 def register_workload(*families: str):
     """Class decorator: one instance evaluates every family named."""
 

@@ -19,7 +19,7 @@ from bench.core.errors import ConfigError
 from bench.estimators.amortization import active_units
 from bench.estimators.importance import importance_log_likelihood
 from bench.models.vae import GaussianLatentModel
-from bench.workloads import Workload, register_workload
+from bench.workloads import Workload, register_workload, with_sem
 from bench.workloads.health import (
     Check,
     all_units_active,
@@ -52,7 +52,7 @@ class GaussianLatentWorkload(Workload):
     @torch.no_grad()
     def metrics(self, model: GaussianLatentModel, method: Method, x: Tensor, k: int,
                 y: Tensor | None) -> dict[str, Tensor]:
-        out = {"ll": importance_log_likelihood(model.log_weights, x, k).mean(1)}
+        out = with_sem("ll", importance_log_likelihood(model.log_weights, x, k))
         elbo = torch.cat([model.log_weights(xs, ELBO_DRAWS).mean(1) for xs in x.split(EVAL_CHUNK, dim=1)], dim=1)
         out["elbo"] = elbo.mean(1)
         counts = [active_units(m) for m in model.posterior_means(x)]

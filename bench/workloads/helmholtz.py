@@ -16,7 +16,7 @@ from torch import Tensor
 from bench.estimators.importance import importance_log_likelihood
 from bench.estimators.sbn import MAX_ENUMERATED_HIDDEN, exact_log_likelihood
 from bench.models.helmholtz import HelmholtzMachine
-from bench.workloads import Workload, register_workload
+from bench.workloads import Workload, register_workload, with_sem
 from bench.workloads.health import Check, blow_up, flat_curve
 from bench.workloads.method import Method
 
@@ -31,7 +31,7 @@ class HelmholtzWorkload(Workload):
     def metrics(self, model: HelmholtzMachine, method: Method, x: Tensor, k: int, y: Tensor | None) -> dict[str, Tensor]:
         chunks = method.proposal(x) or [(x, model.log_weights)]
         ll = torch.cat([importance_log_likelihood(log_weights, xc, k) for xc, log_weights in chunks], dim=1)
-        out = {"ll": ll.mean(1)}
+        out = with_sem("ll", ll)
         if sum(model.layers[1:]) <= MAX_ENUMERATED_HIDDEN:
             out["ll_exact"] = exact_log_likelihood(model, x).mean(1)
         return out

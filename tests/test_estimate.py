@@ -1,0 +1,101 @@
+"""The cost estimate of a profile (bench/perf/estimate.py, `python -m bench plan --estimate`): it
+lists every run the workflow would train, each once, projects positive seconds that scale with the
+budget, sizes the splits as the data preparation does, and the command line prints its totals."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+
+import pytest
+import torch
+
+from bench.claims.catalog import expand, get_claim
+from bench.claims.tuning import CONFIGS, grid, tuning_spec
+from bench.cli import main
+from bench.engine.train import prepare_data
+from bench.perf import estimate as cost
+
+CLAIMS = ("rws-beats-ws", "rws-more-samples-help")  # they share the label RWS K=5
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """The estimate measures with one thread, as a workflow run does; give the others theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def plans():
+    return [expand(get_claim(c), "smoke") for c in CLAIMS]
+
+
+@pytest.fixture(scope="module")
+def meter():
+    return cost.Meter(torch.device("cpu"), warmup=1, steps=2)
+
+
+def test_the_estimate_lists_every_run_once(plans, meter, tmp_path):
+    expected = {}
+    for plan in plans:
+        for base in plan.runs.values():
+            expected[base.run_id] = "evaluation"  # not tuned yet: the base spec stands in
+            for point in grid(base, CONFIGS["smoke"]):
+                expected[tuning_spec(base, point).run_id] = "tuning"
+    est = cost.estimate(plans, tmp_path / "results", device="cpu", threads=None, warmup=1, steps=2, max_seconds=2,
+                        min_eval_seconds=0.02)
+    ids = [p.job.run_id for p in est.runs]
+    assert len(ids) == len(set(ids)), "a run is counted once"
+    assert {p.job.run_id: p.job.kind for p in est.runs} == expected
+    shared = {p.job.run_id for p in est.runs if p.job.shared}
+    rws5 = plans[0].runs["RWS K=5"]
+    assert rws5.run_id in shared and all(not p.job.shared for p in est.runs if p.job.base_run_id != rws5.run_id)
+    assert all(p.seconds > 0 and p.train_seconds > 0 for p in est.runs)
+    assert est.total_seconds == pytest.approx(sum(p.seconds for p in est.runs))
+    # a claim's share counts its shared runs; the total counts them once
+    per_claim = sum(sum(p.seconds for p in est.claim_rows(plan.claim.id)) for plan in plans)
+    assert per_claim > est.total_seconds
+
+
+def test_the_step_part_scales_with_the_epochs(plans, meter):
+    base = plans[0].runs["WS"]
+    one, two = (cost.project(cost.Job(replace(base, epochs=e), "evaluation", base.run_id), meter) for e in (2, 4))
+    assert one.steps_total * 2 == two.steps_total
+    assert two.train_seconds == pytest.approx(2 * one.train_seconds)
+    assert two.seconds > one.seconds > 0
+    assert two.curve_evaluations == 2 * one.curve_evaluations - 1  # epoch 0, then one per epoch
+
+
+def test_per_seed_timing_trains_each_seed_alone(plans, meter):
+    base = plans[0].runs["WS"]
+    lock = cost.project(cost.Job(base, "evaluation", base.run_id), meter)
+    alone = cost.project(cost.Job(replace(base, timing="per_seed"), "evaluation", base.run_id), meter)
+    assert alone.groups == len(base.seeds) and lock.groups == 1
+    assert alone.steps_total == len(base.seeds) * lock.steps_total
+
+
+@pytest.mark.parametrize("claim, label", [("rws-beats-ws", "WS"), ("aevb-beats-ws-frey", "AEVB N_z=2")])
+def test_split_sizes_are_those_of_the_prepared_data(claim, label):
+    base = expand(get_claim(claim), "smoke").runs[label]
+    for spec in (base, tuning_spec(base, grid(base, CONFIGS["smoke"])[0])):
+        prepared = prepare_data(spec, torch.device("cpu"))
+        sizes = cost.split_sizes(spec)
+        assert {s: sizes[s] for s in prepared} == {s: x.shape[0] for s, (x, _) in prepared.items()}
+
+
+def test_the_command_line_prints_the_totals(tmp_path, capsys):
+    out = tmp_path / "estimate.csv"
+    assert main(["plan", "--profile", "smoke", "--claims", "rws-beats-ws", "--estimate", "--share", "2",
+                 "--root", str(tmp_path), "--estimate-out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "rws-beats-ws:" in text and "shared 2 ways" in text
+    total = [line for line in text.splitlines() if line.startswith("total:")]
+    assert total and "h serial" in total[0]
+    with out.open() as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 2 * (CONFIGS["smoke"] + 1) and all(float(r["seconds"]) > 0 for r in table)
+    assert main(["plan", "--profile", "smoke", "--claims", "rws-beats-ws", "--estimate", "--root", str(tmp_path),
+                 "--estimate-out", str(tmp_path / "estimate.json")]) == 0
+    assert '"serial"' in (tmp_path / "estimate.json").read_text()
