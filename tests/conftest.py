@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,11 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# a relative data search path (.ci/run sets ../shared/data) means relative to where pytest started,
+# also for the tests that change into a temporary directory
+if os.environ.get("CLAIMBENCH_DATA"):
+    os.environ["CLAIMBENCH_DATA"] = os.pathsep.join(
+        str(Path(p).resolve()) for p in os.environ["CLAIMBENCH_DATA"].split(os.pathsep) if p)
 
 
 @pytest.fixture

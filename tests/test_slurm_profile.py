@@ -81,6 +81,7 @@ def _resources(text: str, rule: str) -> list[str]:
 def test_gpu_runs_request_gpus_through_the_standard_resource(tmp_path):
     """`--config gpu_per_run=1` gives the tune and train jobs `gpu=1`, which the executor submits as
     `--gpus=1` (with `gpu_model`, `--gpus=<model>:1`); a CPU run requests none."""
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason='pip install -e ".[slurm]"')
     from snakemake_executor_plugin_slurm.utils import set_gres_string
 
     gpu = _snakemake(tmp_path, "claims=nrws-lines-exact", "gpu_per_run=1")  # a generated toy: no data needed
