@@ -21,7 +21,7 @@ def _binary(b: int, d: int, seed: int = 7) -> torch.Tensor:
 def _assert_same(pairs, step: int) -> None:
     for i, (theirs, mine) in enumerate(pairs):
         torch.testing.assert_close(mine, theirs, rtol=1e-9, atol=1e-11,
-                                   msg=lambda m: f"parameter {i} after step {step}: {m}")
+                                   msg=lambda m, i=i: f"parameter {i} after step {step}: {m}")
 
 
 def _moved(pairs, before: list[torch.Tensor]) -> bool:

@@ -25,6 +25,7 @@ R=5 seeds in lock-step against 5 lean models one after the other (what replicas 
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Callable, Iterator
@@ -58,7 +59,7 @@ def sample(logits: Tensor, shape: torch.Size | None = None) -> Tensor:
 
 def mlp(sizes: list[int]) -> nn.Sequential:
     """Linear + tanh per layer."""
-    return nn.Sequential(*(m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.Tanh())))
+    return nn.Sequential(*(m for a, b in itertools.pairwise(sizes) for m in (nn.Linear(a, b), nn.Tanh())))
 
 
 # --------------------------------------------------------------------------- RWS
@@ -70,8 +71,8 @@ class LeanHelmholtz(nn.Module):
 
     def __init__(self, layers: list[int]):
         super().__init__()
-        self.q = nn.ModuleList(nn.Linear(a, b) for a, b in zip(layers, layers[1:]))
-        self.p = nn.ModuleList(nn.Linear(b, a) for a, b in zip(layers, layers[1:]))
+        self.q = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(layers))
+        self.p = nn.ModuleList(nn.Linear(b, a) for a, b in itertools.pairwise(layers))
         self.prior = nn.Parameter(torch.zeros(layers[-1]))
 
 
@@ -209,7 +210,7 @@ class LeanIWAE:
 
 # --------------------------------------------------------------------------- timing
 
-REPEATS = 9  # interleaved rounds per comparison
+REPEATS = 15  # interleaved rounds per comparison
 
 
 def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int, steps: int) -> dict[str, float]:
@@ -249,12 +250,12 @@ def _compare(project, lean: list, x: Tensor, seeds: list[int], device: torch.dev
 
 def _lines(label: str, t: dict[str, float], r: int) -> list[str]:
     if r == 1:
-        return [f"  {label}:  project {t['project'] * 1e3:7.2f} ms per step "
-                f"(global generator {t['global'] * 1e3:7.2f});  lean {t['lean'] * 1e3:7.2f} ms;  "
-                f"project / lean = {t['project'] / t['lean']:.2f}x (global generator {t['global'] / t['lean']:.2f}x)"]
-    return [f"  {label}:  project R={r} lock-step {t['project'] * 1e3:7.2f} ms per step of all seeds "
-            f"(global generator {t['global'] * 1e3:7.2f});  {r} x lean one after the other {t['lean'] * 1e3:7.2f} ms;  "
-            f"throughput lock-step / {r} x lean = {t['lean'] / t['project']:.2f}x"]
+        return [(f"  {label}:  project {t['project'] * 1e3:7.2f} ms per step "
+                 f"(global generator {t['global'] * 1e3:7.2f});  lean {t['lean'] * 1e3:7.2f} ms;  "
+                 f"project / lean = {t['project'] / t['lean']:.2f}x (global generator {t['global'] / t['lean']:.2f}x)")]
+    return [(f"  {label}:  project R={r} lock-step {t['project'] * 1e3:7.2f} ms per step of all seeds "
+             f"(global generator {t['global'] * 1e3:7.2f});  {r} x lean one after the other {t['lean'] * 1e3:7.2f} ms;  "
+             f"throughput lock-step / {r} x lean = {t['lean'] / t['project']:.2f}x")]
 
 
 @benchmark
@@ -262,10 +263,11 @@ def lean_rws(device: torch.device) -> list[str]:
     """RWS steps (methods/rws.py defaults but K=5: wake-p + wake-q, sleep-q every 2nd step,
     momentum_ema lr 0.1) on SBN 784-200-200-10, B=20 and 100: project vs lean, R=1 and R=5."""
     layers, k, steps, repeats = [784, 200, 200, 10], 5, 10, REPEATS
-    hp = dict(k=k, lr=0.1, optimizer="momentum_ema", q_updates="wake+sleep", sleep_every=2, q_baseline=False)
-    lines = [f"RWS step (wake-p + wake-q, sleep-q every 2nd step), SBN {'-'.join(map(str, layers))}, K={k}, "
-             f"momentum_ema lr 0.1; {steps} steps per timing, median of {repeats} interleaved rounds; project = "
-             f"method.step inside replica_noise as the engine runs it; lean = bench/perf/lean.py LeanRWS"]
+    hp = {"k": k, "lr": 0.1, "optimizer": "momentum_ema", "q_updates": "wake+sleep", "sleep_every": 2,
+          "q_baseline": False}
+    lines = [(f"RWS step (wake-p + wake-q, sleep-q every 2nd step), SBN {'-'.join(map(str, layers))}, K={k}, "
+              f"momentum_ema lr 0.1; {steps} steps per timing, median of {repeats} interleaved rounds; project = "
+              f"method.step inside replica_noise as the engine runs it; lean = bench/perf/lean.py LeanRWS")]
     for b, r in ((20, 1), (100, 1), (20, 5), (100, 5)):
         seeds = list(range(r))
         project = get_method("rws")(HelmholtzMachine(layers, seeds).to(device), **hp)
@@ -277,12 +279,12 @@ def lean_rws(device: torch.device) -> list[str]:
 
 def _variational(device: torch.device, configs: list[tuple[str, str, dict, dict]], steps: int) -> list[str]:
     """configs: (label, method name, project hparams, LeanIWAE kwargs), each at R=1 and R=5."""
-    net = dict(layers=[784, 50], hidden=[[100, 100]], activation="tanh", likelihood="bernoulli",
-               init="glorot_uniform", output_bias="zero")
+    net = {"layers": [784, 50], "hidden": [[100, 100]], "activation": "tanh", "likelihood": "bernoulli",
+           "init": "glorot_uniform", "output_bias": "zero"}
     repeats, b = REPEATS, 20
-    lines = [f"VAE 784-[100,100]-50, tanh, Bernoulli (bench/claims/iwae.yaml's quick profile), B={b}; "
-             f"{steps} steps per timing, median of {repeats} interleaved rounds; project = method.step inside "
-             f"replica_noise as the engine runs it; lean = bench/perf/lean.py LeanIWAE"]
+    lines = [(f"VAE 784-[100,100]-50, tanh, Bernoulli (bench/claims/iwae.yaml's quick profile), B={b}; "
+              f"{steps} steps per timing, median of {repeats} interleaved rounds; project = method.step inside "
+              f"replica_noise as the engine runs it; lean = bench/perf/lean.py LeanIWAE")]
     for label, name, hp, lean_kw in configs:
         lines.append(f" {label}")
         for r in (1, 5):
@@ -300,7 +302,7 @@ def lean_iwae(device: torch.device) -> list[str]:
     """IWAE k=5 steps (Adam beta1 0.99, eps 1e-4, lr 1e-3), the IWAE claims' quick-profile net:
     project vs lean, R=1 and R=5."""
     return _variational(device, [("IWAE k=5 (method iwae, defaults)", "iwae", {"k": 5},
-                                  dict(k=5, lr=1e-3, beta1=0.99, eps=1e-4, bound="iwae"))], steps=40)
+                                  {"k": 5, "lr": 1e-3, "beta1": 0.99, "eps": 1e-4, "bound": "iwae"})], steps=40)
 
 
 @benchmark
@@ -311,8 +313,8 @@ def lean_vae(device: torch.device) -> list[str]:
     return _variational(device, [
         ("VAE k=1 as bench/claims/iwae.yaml runs it (kl sampled, Adam beta1 0.99, eps 1e-4)", "vae",
          {"k": 1, "kl": "sampled", "beta1": 0.99, "eps": 1e-4},
-         dict(k=1, lr=1e-3, beta1=0.99, eps=1e-4, bound="sampled")),
+         {"k": 1, "lr": 1e-3, "beta1": 0.99, "eps": 1e-4, "bound": "sampled"}),
         ("VAE k=1 with methods/vae.py's defaults (kl analytic, Adam beta1 0.9, eps 1e-8)", "vae",
          {"k": 1, "kl": "analytic", "beta1": 0.9, "eps": 1e-8},
-         dict(k=1, lr=1e-3, beta1=0.9, eps=1e-8, bound="analytic")),
+         {"k": 1, "lr": 1e-3, "beta1": 0.9, "eps": 1e-8, "bound": "analytic"}),
     ], steps=40)
