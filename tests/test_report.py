@@ -15,7 +15,7 @@ from docutils.core import publish_parts
 
 from bench.claims.catalog import Claim
 from bench.claims.stats import estimate_words
-from bench.report.markdown import _no_zero_width, summary_rst_path, write_report
+from bench.report.markdown import _method_markdown, _no_zero_width, summary_rst_path, write_report
 
 SPEC = {"id": "toy-better", "statement": "A beats B by *more* than 1 nat (x_1 | y).", "paper": "Toy et al. 2024",
         "verdict": {"rule": "better", "pairs": [["A", "B"]], "margin": 1},
@@ -141,6 +141,15 @@ def test_no_interval_of_zero_width_is_printed():
         "ratio 0.71 (one value for all seeds: no interval); Δ +3.00 [+2.00, +4.00]")
     assert estimate_words(0.00026, 0.00021, 0.00031, "+") == "+0.00026 [+0.00021, +0.00031]"
     assert estimate_words(-135.36, -138.38, -132.33) == "-135.36 [-138.38, -132.33]"
+
+
+def test_a_narrow_interval_of_train_seconds_keeps_its_width(tmp_path):
+    """Per-seed clocks of 0.95-1.02 s printed at one decimal read '1.0 [1.0, 1.0]', a zero-width
+    interval that was only the printout's: the cell gets the decimals its width needs."""
+    outcome = {**OUTCOME, "methods": [{**METHOD, "method": "A", "train_seconds": 0.985608,
+                                       "train_seconds_lo": 0.952926, "train_seconds_hi": 1.018291}]}
+    text = _method_markdown(outcome)
+    assert "0.986 [0.953, 1.018]" in text and "[1.0, 1.0]" not in text
 
 
 def test_substitutions_follow_the_verdict_in_the_summary_and_end_the_verdict_line(tmp_path):

@@ -78,14 +78,14 @@ def _num(value: float | None, spec: str = ".2f") -> str:
     return "—" if value is None or value != value else format(value, spec)
 
 
-def _interval(lo: float | None, hi: float | None, spec: str = ".2f") -> str:
+def _interval(lo: float | None, hi: float | None) -> str:
     """' [lo, hi]'; nothing without bounds; never an interval of zero width (every seed gave the
     same number, e.g. one clock shared by the seeds in lock-step): that is said instead."""
     if lo is None or hi is None or lo != lo:
         return ""
     if hi - lo <= 1e-12 * max(1.0, abs(lo), abs(hi)):
         return " (the same for every seed: no interval)"
-    return f" [{format(lo, spec)}, {format(hi, spec)}]"
+    return f" [{lo:.2f}, {hi:.2f}]"
 
 
 def _estimate(x: float | None, lo: float | None, hi: float | None) -> str:
@@ -112,7 +112,7 @@ def _method_markdown(outcome: dict[str, Any]) -> str:
             **row,
             "best (curve K)": _num(m.get("best")),
             "epochs": _num(m["epochs"], "g"),
-            "train s": _num(m["train_seconds"], ".1f") + _interval(m.get("train_seconds_lo"), m.get("train_seconds_hi"), ".1f"),
+            "train s": _estimate(m["train_seconds"], m.get("train_seconds_lo"), m.get("train_seconds_hi")),
             "s / epoch": _num(m["seconds_per_epoch"]),
             "seeds (diverged)": f"{m['seeds']} ({m['diverged']})",
             "device": m["device"],
