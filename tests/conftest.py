@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # a relative data search path (.ci/run sets ../shared/data) means relative to where pytest started,
@@ -55,3 +57,31 @@ def copy_project(dest: Path, names: tuple[str, ...]) -> Path:
         else:
             shutil.copy2(src, dest / name)
     return dest
+
+
+TOY_CLAIM = {  # the smallest valid claim; tests extend it
+    "id": "toy",
+    "statement": "a toy claim",
+    "dataset": "uci_dna",
+    "model": {"family": "helmholtz", "layers": [180, 10]},
+    "methods": {"A": {"method": "rws", "k": 2}, "B": {"method": "ws"}},
+    "verdict": {"rule": "better", "pairs": [["A", "B"]]},
+    "profiles": {"quick": {"seeds": [0, 1], "epochs": 1, "batch_size": 50}},
+}
+
+
+def write_claims(folder: Path, *specs: dict, name: str = "toy.yaml") -> Path:
+    """The claims written as one YAML file of a claims folder, which is returned."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(yaml.safe_dump(list(specs), sort_keys=False, allow_unicode=True))
+    return folder
+
+
+def load_toy(folder: Path, spec: dict, change=None) -> dict:
+    """A copy of `spec`, changed in place by `change(spec)`, written and loaded as the catalogue."""
+    from bench.claims.catalog import load_claims
+
+    spec = copy.deepcopy(spec)
+    if change is not None:
+        change(spec)
+    return load_claims(write_claims(folder, spec))

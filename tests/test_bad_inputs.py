@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from conftest import copy_project
+from conftest import TOY_CLAIM, copy_project, write_claims
 
 from bench import cli
 from bench.claims.catalog import expand, get_claim, load_claims
@@ -31,20 +30,10 @@ from bench.core.errors import ChecksumMismatch, ConfigError, DatasetNotFound, Di
 from bench.core.spec import RunSpec
 from bench.engine import data, results, train
 
+
 # ------------------------------------------------------------------------------------------ claims
-TOY = {
-    "id": "toy",
-    "statement": "a toy claim",
-    "dataset": "uci_dna",
-    "model": {"family": "helmholtz", "layers": [180, 10]},
-    "methods": {"A": {"method": "rws", "k": 2}, "B": {"method": "ws"}},
-    "verdict": {"rule": "better", "pairs": [["A", "B"]]},
-    "profiles": {"quick": {"seeds": [0, 1], "epochs": 1, "batch_size": 50}},
-}
-
-
 def _toy(**changes) -> dict:
-    spec = copy.deepcopy(TOY)
+    spec = copy.deepcopy(TOY_CLAIM)
     for dotted, value in changes.items():
         *path, key = dotted.split(".")
         target = spec
@@ -54,17 +43,11 @@ def _toy(**changes) -> dict:
     return spec
 
 
-def _write_claims(folder: Path, *specs: dict, name: str = "toy.yaml") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_text(yaml.safe_dump(list(specs), sort_keys=False))
-    return folder
-
-
 BAD_CLAIMS = {  # case -> (the claim file's text or its claim, what the one-line error says)
     "yaml-syntax-error": ("- id: toy\n  statement: [unclosed\n", "toy.yaml: not valid YAML"),
     "not-a-list": ("id: toy\nstatement: x\n", "toy.yaml: expected a YAML list of claims"),
     "unknown-key": (_toy(colour="red"), "claim 'toy': unknown key 'colour' in the claim (value 'red'); allowed keys:"),
-    "missing-key": ({k: v for k, v in TOY.items() if k != "verdict"},
+    "missing-key": ({k: v for k, v in TOY_CLAIM.items() if k != "verdict"},
                     "claim 'toy': missing required key 'verdict' in the claim"),
     "unknown-method": (_toy(**{"methods.A": {"method": "rsw"}}),
                        "label 'A': methods.A.method = 'rsw': unknown method 'rsw'; known methods: "),
@@ -87,7 +70,7 @@ BAD_CLAIMS = {  # case -> (the claim file's text or its claim, what the one-line
                             "'adagrad' (method 'rws'")),
     "bad-profile-value": (_toy(**{"profiles.quick.seeds": [0, 1, 1]}),
                           "claim 'toy': profiles.quick.seeds = [0, 1, 1]: must not repeat 1"),
-    "no-quick-profile": (_toy(profiles={"paper": TOY["profiles"]["quick"]}),
+    "no-quick-profile": (_toy(profiles={"paper": TOY_CLAIM["profiles"]["quick"]}),
                          "missing required key 'quick' in profiles"),
     "unknown-rule": (_toy(**{"verdict.rule": "best"}), "verdict.rule = 'best': unknown rule; use one of "),
     "verdict-names-an-unknown-label": (_toy(**{"verdict.pairs": [["A", "C"]]}),
@@ -107,7 +90,7 @@ def test_bad_claim(tmp_path, case):
         folder.mkdir()
         (folder / "toy.yaml").write_text(claim)
     else:
-        _write_claims(folder, claim)
+        write_claims(folder, claim)
     with pytest.raises(ConfigError) as err:
         load_claims(folder)
     msg = str(err.value)
@@ -117,8 +100,8 @@ def test_bad_claim(tmp_path, case):
 
 
 def test_duplicate_claim_id_across_files(tmp_path):
-    _write_claims(tmp_path, TOY, name="a.yaml")
-    _write_claims(tmp_path, TOY, name="b.yaml")
+    write_claims(tmp_path, TOY_CLAIM, name="a.yaml")
+    write_claims(tmp_path, TOY_CLAIM, name="b.yaml")
     with pytest.raises(ConfigError, match=r"^b.yaml, claim 'toy': duplicate claim id \(also in a.yaml\)$"):
         load_claims(tmp_path)
 
@@ -135,7 +118,7 @@ def test_claim_whose_first_layer_is_not_the_data_width(tmp_path, capsys):
     """Refused when the catalogue expands (before any job starts), naming the claim, the label,
     the layers and the dataset's width; a spec given to `select` directly is refused before training
     too, with the fix for the command line."""
-    claims = load_claims(_write_claims(tmp_path / "claims", _toy(**{"model.layers": [784, 10]})))
+    claims = load_claims(write_claims(tmp_path / "claims", _toy(**{"model.layers": [784, 10]})))
     with pytest.raises(ConfigError, match=r"claim 'toy', label 'A': model layers \[784, 10\] start at 784, but "
                                           r"dataset 'uci_dna' has 180 values per example"):
         expand(claims["toy"], "quick")
@@ -210,7 +193,7 @@ def test_bad_command_line(tmp_path, monkeypatch, capsys, case):
     """`python -m bench ...` with a bad flag: exit status 2 and one `error:` line naming the flag,
     the value and the fix; no traceback, nothing trained or written."""
     args, expected = BAD_COMMANDS[case]
-    claims = load_claims(_write_claims(tmp_path / "claims", TOY))  # the toy catalogue stands in for the real one
+    claims = load_claims(write_claims(tmp_path / "claims", TOY_CLAIM))  # the toy catalogue stands in for the real one
     monkeypatch.setattr(cli, "get_claim", functools.partial(get_claim, claims=claims))
     monkeypatch.chdir(tmp_path)
     if args[0] == "run":
@@ -427,15 +410,8 @@ def test_disk_full_while_caching_a_converted_dataset(tmp_path, monkeypatch, data
 
 
 # ------------------------------------------------------------------------------------ the workflow
-WORKFLOW_CLAIM = {
-    "id": "toy-lines",
-    "statement": "a toy claim on the generated 3x3 lines",
-    "dataset": "lines_3x3",
-    "model": {"family": "helmholtz", "layers": [9, 3]},
-    "methods": {"A": {"method": "rws", "k": 2}, "B": {"method": "ws"}},
-    "verdict": {"rule": "better", "pairs": [["A", "B"]]},
-    "profiles": {"quick": {"seeds": [0, 1], "epochs": 1, "batch_size": 50}},
-}
+WORKFLOW_CLAIM = {**TOY_CLAIM, "id": "toy-lines", "statement": "a toy claim on the generated 3x3 lines",
+                  "dataset": "lines_3x3", "model": {"family": "helmholtz", "layers": [9, 3]}}
 
 
 @pytest.fixture(scope="module")
@@ -444,7 +420,7 @@ def toy_project(tmp_path_factory) -> Path:
     work = copy_project(tmp_path_factory.mktemp("bad") / "project", ("Snakefile", "bench", "methods", "profiles"))
     for path in (work / "bench" / "claims").glob("*.yaml"):
         path.unlink()
-    _write_claims(work / "bench" / "claims", WORKFLOW_CLAIM)
+    write_claims(work / "bench" / "claims", WORKFLOW_CLAIM)
     return work
 
 

@@ -5,13 +5,12 @@ paper's own number (bench/claims/schema.py, ClaimSpec._check_paper_side)."""
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import TOY_CLAIM, load_toy
 
 from bench.claims.catalog import Claim, expand, load_claims
 from bench.core.errors import ConfigError
@@ -21,29 +20,18 @@ from bench.report.verdicts import evaluate_claim
 CLAIMS = load_claims()
 MAIN = ("quick", "paper")
 
-BASE = {
-    "id": "toy",
-    "statement": "a toy claim",
-    "dataset": "uci_dna",
-    "model": {"family": "helmholtz", "layers": [180, 10]},
-    "methods": {"A": {"method": "rws", "k": 2}, "B": {"method": "ws"}},
-    "verdict": {"rule": "better", "pairs": [["A", "B"]], "margin": 1.0},
-    "paper_numbers": [{"method": "A", "value": -90.0, "provenance": "V", "source": "Table 1"},
-                      {"method": "B", "value": -92.0, "provenance": "V", "source": "Table 1"}],
-    "substitutions": ["another dataset than the paper's"],
-    "profiles": {"quick": {"seeds": [0, 1], "epochs": 1, "batch_size": 50,
-                           "substitutions": ["k = 2 for the paper's k = 50", "1 epoch (paper: 100)"]},
-                 "paper": {"seeds": [0, 1, 2], "epochs": 2, "batch_size": 50}},
-}
+BASE = {**TOY_CLAIM,
+        "verdict": {"rule": "better", "pairs": [["A", "B"]], "margin": 1.0},
+        "paper_numbers": [{"method": "A", "value": -90.0, "provenance": "V", "source": "Table 1"},
+                          {"method": "B", "value": -92.0, "provenance": "V", "source": "Table 1"}],
+        "substitutions": ["another dataset than the paper's"],
+        "profiles": {"quick": {**TOY_CLAIM["profiles"]["quick"],
+                               "substitutions": ["k = 2 for the paper's k = 50", "1 epoch (paper: 100)"]},
+                     "paper": {"seeds": [0, 1, 2], "epochs": 2, "batch_size": 50}}}
 
 
 def _load(tmp_path: Path, change=None) -> dict[str, Claim]:
-    spec = copy.deepcopy(BASE)
-    if change is not None:
-        change(spec)
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "toy.yaml").write_text(yaml.safe_dump([spec], sort_keys=False, allow_unicode=True))
-    return load_claims(tmp_path)
+    return load_toy(tmp_path, BASE, change)
 
 
 def _error(tmp_path: Path, change) -> str:

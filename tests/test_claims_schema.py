@@ -4,12 +4,11 @@ what is allowed; the committed claims all load."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import TOY_CLAIM, load_toy, write_claims
 
 from bench.claims import schema
 from bench.claims.catalog import DATA_KEYS, load_claims
@@ -21,25 +20,14 @@ from bench.nn.optim import OPTIMIZERS
 from bench.workloads import method as method_module
 from bench.workloads.method import Method, register
 
-BASE = {
-    "id": "toy",
-    "statement": "a toy claim",
-    "dataset": "uci_dna",
-    "model": {"family": "helmholtz", "layers": [180, 10]},
-    "methods": {"A": {"method": "rws", "k": 2}, "B": {"method": "ws"}},
-    "verdict": {"rule": "better", "pairs": [["A", "B"]]},
-    "paper_numbers": [{"method": "A", "value": -90.0, "provenance": "V", "source": "Table 1"}],
-    "profiles": {"quick": {"seeds": [0, 1], "epochs": 1, "batch_size": 50},
-                 "paper": {"seeds": [0, 1, 2], "epochs": 2, "batch_size": 50, "methods": {"A": {"k": 5}}}},
-}
+BASE = {**TOY_CLAIM,
+        "paper_numbers": [{"method": "A", "value": -90.0, "provenance": "V", "source": "Table 1"}],
+        "profiles": {**TOY_CLAIM["profiles"],
+                     "paper": {"seeds": [0, 1, 2], "epochs": 2, "batch_size": 50, "methods": {"A": {"k": 5}}}}}
 
 
 def _load(tmp_path: Path, change=None, spec: dict | None = None) -> dict:
-    spec = copy.deepcopy(BASE if spec is None else spec)
-    if change is not None:
-        change(spec)
-    (tmp_path / "toy.yaml").write_text(yaml.safe_dump([spec], sort_keys=False))
-    return load_claims(tmp_path)
+    return load_toy(tmp_path, BASE if spec is None else spec, change)
 
 
 def _error(tmp_path: Path, change) -> str:
@@ -320,6 +308,6 @@ def test_a_claim_file_must_be_a_list_of_mappings(tmp_path):
 
 
 def test_duplicate_claim_id(tmp_path):
-    (tmp_path / "toy.yaml").write_text(yaml.safe_dump([BASE, BASE]))
+    write_claims(tmp_path, BASE, BASE)
     with pytest.raises(ConfigError, match=r"toy.yaml, claim 'toy': duplicate claim id \(also in toy.yaml\)"):
         load_claims(tmp_path)

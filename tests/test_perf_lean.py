@@ -24,8 +24,16 @@ def _assert_same(pairs, step: int) -> None:
                                    msg=lambda m, i=i: f"parameter {i} after step {step}: {m}")
 
 
-def _moved(pairs, before: list[torch.Tensor]) -> bool:
-    return all(not torch.equal(theirs, b) for (theirs, _), b in zip(pairs, before))
+def _step_together(project, lean, x: torch.Tensor, pairs, steps: int, seed: int) -> None:
+    """`steps` steps of both from the same reseeded noise; the parameters agree after each and moved."""
+    before = [theirs.detach().clone() for theirs, _ in pairs()]
+    for step in range(steps):
+        torch.manual_seed(seed + step)
+        project.step(x)
+        torch.manual_seed(seed + step)
+        lean.step(x[0])
+        _assert_same(pairs(), step)
+    assert all(not torch.equal(theirs, b) for (theirs, _), b in zip(pairs(), before))
 
 
 def test_lean_rws_matches_project_rws_including_sleep_steps():
@@ -35,18 +43,11 @@ def test_lean_rws_matches_project_rws_including_sleep_steps():
         for p in model.parameters():
             p.add_(0.5 * torch.randn_like(p))
     lean_model = to_lean_helmholtz(model)
-    before = [t.detach().clone() for t, _ in helmholtz_pairs(model, lean_model)]
     project = get_method("rws")(model, k=4, lr=0.1, optimizer="momentum_ema", q_updates="wake+sleep",
                                 sleep_every=2, q_baseline=False)
     lean = LeanRWS(lean_model, k=4, lr=0.1, sleep_every=2)
-    x = _binary(5, 12)
-    for step in range(4):  # steps 2 and 4 add a sleep-q update
-        torch.manual_seed(100 + step)
-        project.step(x)
-        torch.manual_seed(100 + step)
-        lean.step(x[0])
-        _assert_same(helmholtz_pairs(model, lean_model), step)
-    assert _moved(helmholtz_pairs(model, lean_model), before)
+    # steps 2 and 4 add a sleep-q update
+    _step_together(project, lean, _binary(5, 12), lambda: helmholtz_pairs(model, lean_model), steps=4, seed=100)
 
 
 @pytest.mark.parametrize("method, hparams, bound", [
@@ -57,16 +58,8 @@ def test_lean_rws_matches_project_rws_including_sleep_steps():
 def test_lean_variational_steps_match_the_project(method, hparams, bound):
     model = VAE([12, 3], [[6, 5]], seeds=[0]).double()
     lean_model = to_lean_vae(model)
-    before = [t.detach().clone() for t, _ in vae_pairs(model, lean_model)]
     cls = get_method(method)
     hp = {**cls.defaults, **hparams}
     project = cls(model, **hp)
     lean = LeanIWAE(lean_model, k=hp["k"], lr=hp["lr"], beta1=hp["beta1"], eps=hp["eps"], bound=bound)
-    x = _binary(6, 12)
-    for step in range(3):
-        torch.manual_seed(200 + step)
-        project.step(x)
-        torch.manual_seed(200 + step)
-        lean.step(x[0])
-        _assert_same(vae_pairs(model, lean_model), step)
-    assert _moved(vae_pairs(model, lean_model), before)
+    _step_together(project, lean, _binary(6, 12), lambda: vae_pairs(model, lean_model), steps=3, seed=200)
