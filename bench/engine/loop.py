@@ -125,7 +125,7 @@ class Loop:
         self.clock = {"step": 0, "epoch": 0, "examples": 0, "train_seconds": 0.0}
         self.start: dict[str, Tensor] = {}  # split -> the health metric at the first evaluation, per replica
         self.last_evaluated = 0  # the step of the last evaluation that found every replica healthy
-        self.order = [torch.Generator().manual_seed(int(s)) for s in spec.seeds]  # each seed's data order
+        self.order = noise.replica_generators(spec.seeds)  # each seed's data order
         self.resumed = False
 
     # ------------------------------------------------------------------ checkpoints

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from bench.models import register_family
 from bench.nn import noise
-from bench.nn.bernoulli import bernoulli_log_prob, replica_generators, sample_bernoulli
+from bench.nn.bernoulli import bernoulli_log_prob, sample_bernoulli
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "linear": lambda s: s}
 LOSSES = ("bernoulli", "gaussian", "categorical")
@@ -64,7 +64,7 @@ class MLP(nn.Module):
             raise ValueError(f"init {init!r}; use one of {INITS}")
         self.layers, self.activations, self.loss, self.l2 = list(layers), acts + ["linear"], loss, float(l2)
         self.replicas = len(seeds)
-        gens = replica_generators(seeds)
+        gens = noise.replica_generators(seeds)
         self.weights = nn.ParameterList(
             nn.Parameter(torch.stack([_init_weight(layers[i], layers[i + 1], init, g) for g in gens]))
             for i in range(len(layers) - 1)

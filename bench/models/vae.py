@@ -29,7 +29,7 @@ from torch.distributions import Normal, kl_divergence
 
 from bench.models import register_family
 from bench.nn import noise
-from bench.nn.bernoulli import bernoulli_log_prob, replica_generators, sample_bernoulli
+from bench.nn.bernoulli import bernoulli_log_prob, sample_bernoulli
 from bench.nn.linear import ReplicaLinear, ReplicaMLP
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -140,7 +140,7 @@ class GaussianLatentModel(nn.Module):
             raise ValueError(f"need layers [D, z1, ...] and one hidden list per stochastic layer; got "
                              f"layers={layers}, hidden={hidden}")
         self.layers, self.replicas = list(layers), len(seeds)
-        return replica_generators(seeds)
+        return noise.replica_generators(seeds)
 
     def sample_q(self, x: Tensor, k: int) -> tuple[list[Tensor], Tensor]:
         raise NotImplementedError

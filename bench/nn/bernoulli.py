@@ -15,11 +15,6 @@ from torch import Tensor, nn
 from bench.nn import noise
 
 
-def replica_generators(seeds: list[int]) -> list[torch.Generator]:
-    """One CPU generator per replica, so that replica r's initialisation depends on seeds[r] only."""
-    return [torch.Generator().manual_seed(int(s)) for s in seeds]
-
-
 def bernoulli_log_prob(y: Tensor, logits: Tensor) -> Tensor:
     """Sum over the last axis of log Bernoulli(y | sigmoid(logits)) = y.l - sum softplus(l).
     Stable for large |logits|, and twice as fast on a CPU as binary_cross_entropy_with_logits
@@ -46,7 +41,7 @@ class SBNLayer(nn.Module):
     def __init__(self, n_in: int, n_out: int, seeds: list[int], init: str = "rws", bias: float = -1.0):
         super().__init__()
         self.n_in, self.n_out = n_in, n_out
-        weights = [self._init_weight(n_in, n_out, init, g) for g in replica_generators(seeds)]
+        weights = [self._init_weight(n_in, n_out, init, g) for g in noise.replica_generators(seeds)]
         self.weight = nn.Parameter(torch.stack(weights))
         self.bias = nn.Parameter(torch.full((len(seeds), n_out), float(bias)))
 

@@ -22,12 +22,18 @@ from torch import Tensor
 _generators: list[torch.Generator] | None = None
 
 
+def replica_generators(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """One generator per replica, seeded by its seed: replica r's initialisation, data order and
+    noise depend on seeds[r] only."""
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+
 @contextmanager
 def replica_noise(seeds: Sequence[int], device: torch.device | str) -> Iterator[None]:
     """Draw replica r's noise from its own generator seeded by `seeds[r]` (on `device`)."""
     global _generators
     previous = _generators
-    _generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+    _generators = replica_generators(seeds, device)
     try:
         yield
     finally:
