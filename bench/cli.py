@@ -106,7 +106,6 @@ def _check_spec(spec: RunSpec, flag: str) -> None:
     """What would otherwise fail inside training with a traceback: an unknown method or dataset, a
     bad hyper-parameter value, a model whose first layer is not the data's width."""
     cls = get_method(spec.method)
-    width = data.width(spec.dataset)
     try:
         hparams_model(cls).model_validate(spec.hparams)
     except ValidationError as err:
@@ -119,10 +118,11 @@ def _check_spec(spec: RunSpec, flag: str) -> None:
         raise ConfigError(f"{flag} {key}={spec.hparams.get(key)!r}: {reason} (method {cls.name!r}, default "
                           f"{cls.defaults.get(key)!r})") from None
     layers = spec.model.get("layers")
-    if isinstance(layers, list) and layers and layers[0] != width:
-        raise ConfigError(f"model layers {layers} start at {layers[0]}, but dataset {spec.dataset!r} has {width} "
-                          f"values per example: the first layer is the data's width (e.g. --layers "
-                          f"{','.join(map(str, [width, *layers[1:]]))})")
+    try:
+        data.check_width(spec.dataset, layers)
+    except ConfigError as exc:
+        fix = ",".join(map(str, [data.width(spec.dataset), *layers[1:]]))
+        raise ConfigError(f"{exc} (e.g. --layers {fix})") from None
 
 
 def _check_device(device: str) -> None:

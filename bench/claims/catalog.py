@@ -195,17 +195,10 @@ def expand(claim: Claim, profile: str) -> ClaimPlan:
                                    hparams=hparams, **data_keys, **settings)
         try:
             workload_for(label_model["family"]).check_transform(label_model, plan.runs[label].transform)
-            _check_width(claim.spec["dataset"], label_model)
+            data.check_width(claim.spec["dataset"], label_model.get("layers"))
         except ConfigError as exc:
             raise ConfigError(f"{claim.source.name}, claim {claim.id!r}, label {label!r}: {exc}") from None
     return plan
-
-
-def _check_width(dataset: str, model: dict[str, Any]) -> None:
-    layers = model.get("layers")
-    if isinstance(layers, list) and layers and layers[0] != data.width(dataset):
-        raise ConfigError(f"model layers {layers} start at {layers[0]}, but dataset {dataset!r} has "
-                          f"{data.width(dataset)} values per example: the first layer is the data's width")
 
 
 def plan_all(profile: str, claims: dict[str, Claim] | None = None) -> list[ClaimPlan]:

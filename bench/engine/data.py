@@ -30,7 +30,7 @@ import numpy as np
 import pooch
 import scipy.io
 
-from bench.core.errors import ChecksumMismatch, DatasetNotFound, unknown
+from bench.core.errors import ChecksumMismatch, ConfigError, DatasetNotFound, unknown
 from bench.core.layout import PROJECT_ROOT, atomic_write
 
 PROJECT_DATA = PROJECT_ROOT / "data"
@@ -434,6 +434,13 @@ def get_spec(name: str) -> DatasetSpec:
 def width(name: str) -> int:
     """Values per example of a registered dataset (from its declared shapes; nothing is loaded)."""
     return next(iter(get_spec(name).shapes.values()))[1]
+
+
+def check_width(name: str, layers: object) -> None:
+    """A ConfigError when a model's layer sizes do not start at the dataset's width."""
+    if isinstance(layers, list) and layers and layers[0] != width(name):
+        raise ConfigError(f"model layers {layers} start at {layers[0]}, but dataset {name!r} has {width(name)} "
+                          f"values per example: the first layer is the data's width")
 
 
 def load(name: str, download: bool = True) -> Dataset:
