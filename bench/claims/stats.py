@@ -283,15 +283,14 @@ def _threshold(finals: pd.DataFrame, v: dict[str, Any], sign: float) -> tuple[st
         [{"mean": mean, "lo": lo, "hi": hi, "value": v["value"]}]
 
 
-def final_values_at_smaller_k(curves: pd.DataFrame, metric: dict[str, Any]) -> pd.DataFrame | None:
+def final_values_at_smaller_k(curves: pd.DataFrame, metric: dict[str, Any]) -> pd.DataFrame:
     """label, seed, value: the final metric at the next smaller K evaluated at the last step (the
-    engine evaluates K / 10 there), or None when some seed has no such row (a metric without K)."""
+    engine evaluates K / 10 there); a seed without such a row (a metric without K) has none."""
     rows = curves[(curves.split == metric["split"]) & (curves.metric == metric["name"])]
     last = rows[rows.step == rows.groupby(["label", "seed"]).step.transform("max")]
     below = last[last.eval_k < last.groupby(["label", "seed"]).eval_k.transform("max")]
     below = below[below.eval_k == below.groupby(["label", "seed"]).eval_k.transform("max")]
-    out = below.groupby(["label", "seed", "eval_k"], as_index=False).value.mean()
-    return out if len(out) == len(final_values(curves, metric)) else None
+    return below.groupby(["label", "seed", "eval_k"], as_index=False).value.mean()
 
 
 def _final_rule(finals: pd.DataFrame, rule: dict[str, Any], paper_numbers: list[dict], profile: str, sign: float,
@@ -315,7 +314,7 @@ def _stability_in_k(curves: pd.DataFrame, finals: pd.DataFrame, rule: dict[str, 
     decision changes, or when an estimate (a difference, a mean) moves by more than the claim's
     margin; a verdict that is not stable in K reads inconclusive."""
     low = final_values_at_smaller_k(curves, metric)
-    if low is None or not numbers:
+    if len(low) != len(finals) or not numbers:  # some seed has no smaller K: nothing to compare
         return True, ""
     low_decision, _, low_numbers = _final_rule(low, rule, paper_numbers, profile, sign, frozenset())
     key = "diff" if "diff" in numbers[0] else "mean"

@@ -145,12 +145,9 @@ class Loop:
             g.set_state(saved)
         noise.set_states(state["noise"])
 
-    def _load(self, path: Path | None) -> bool:
-        """Resume from `path` when it holds a checkpoint of this run and these seeds."""
-        if path is None or not path.exists():
-            return False
-        state = torch.load(path, map_location=self.dev, weights_only=False)
-        if state.get("run_id") != self.run_id or state.get("seeds") != list(self.spec.seeds):
+    def _resume(self, state: dict[str, Any] | None) -> bool:
+        """Go on from a checkpoint's state when it is one of this run and these seeds."""
+        if state is None or state.get("run_id") != self.run_id or state.get("seeds") != list(self.spec.seeds):
             return False
         self.restore(state)
         self.resumed = True
@@ -236,24 +233,26 @@ class Loop:
         for key, v in sums.items():
             self._record("train", key, 0, v / self.steps_per_epoch)
 
-    def run(self, checkpoint: Path | None = None, checkpoint_every: float = 300.0,
-            progress: bool = True) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    def run(self, checkpoint: Path | None = None, checkpoint_every: float = 300.0, progress: bool = True,
+            saved: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+        """Train (from `saved`, the state last written to `checkpoint`, when it is this run's) and
+        evaluate; checkpoint every `checkpoint_every` seconds at an epoch end."""
         spec = self.spec
-        if not self._load(checkpoint):
+        if not self._resume(saved):
             self.evaluate(spec.eval_k, spec.eval_splits)
         bar = tqdm(total=spec.epochs * self.steps_per_epoch, initial=self.clock["epoch"] * self.steps_per_epoch,
                    desc=f"{spec.method} {self.run_id} seeds {list(spec.seeds)}", file=sys.stderr,
                    mininterval=2.0, disable=not progress, unit="step")
-        saved = time.monotonic()
+        last_save = time.monotonic()
         while self.clock["epoch"] < spec.epochs and self.alive.any():
             self._epoch(bar)
             epoch = self.clock["epoch"]
             if self.alive.any() and (epoch % spec.eval_every == 0 or epoch == spec.epochs):
                 bar.set_postfix_str(f"{spec.eval_splits[-1]} ll {self.evaluate(spec.eval_k, spec.eval_splits):.2f}",
                                     refresh=False)
-            if checkpoint is not None and epoch < spec.epochs and time.monotonic() - saved >= checkpoint_every:
+            if checkpoint is not None and epoch < spec.epochs and time.monotonic() - last_save >= checkpoint_every:
                 atomic_write(checkpoint, lambda p: torch.save(self.state(), p))
-                saved = time.monotonic()
+                last_save = time.monotonic()
         bar.close()
         if self.alive.any() and spec.final_eval_k >= STABILITY_DIVISOR:  # the estimate's stability in K
             self.evaluate(spec.final_eval_k // STABILITY_DIVISOR, spec.final_eval_splits)

@@ -142,13 +142,14 @@ def _group(spec: RunSpec, run_id: str, data: Data, dev: torch.device, checkpoint
            checkpoint_every: float, progress: bool, keep: bool) -> _Trained:
     """Train one lock-step group of seeds, resuming from its checkpoint; `keep`: leave the finished
     group in its checkpoint (a per-seed run killed later does not train it again)."""
+    saved = None
     if checkpoint is not None and checkpoint.exists():
         saved = torch.load(checkpoint, map_location=dev, weights_only=False)
         if saved.get("run_id") == run_id and saved.get("finished") is not None:
             return saved["finished"]
     with noise.replica_noise(spec.seeds, dev):
         loop = Loop(spec, run_id, data, dev)
-        frame, seeds = loop.run(checkpoint, checkpoint_every, progress)
+        frame, seeds = loop.run(checkpoint, checkpoint_every, progress, saved)
     part = _Trained(frame, seeds, loop.clock["train_seconds"], loop.steps_per_epoch, loop.resumed)
     if checkpoint is not None and keep:
         atomic_write(checkpoint, lambda p: torch.save({"run_id": run_id, "finished": part}, p))
