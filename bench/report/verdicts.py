@@ -60,13 +60,11 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
             "claim_digest": claim.digest(), "computed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "figure": str(out["figure"].relative_to(root)), "table": str(out["table"].relative_to(root)),
             "substitutions": claim.substitutions(profile)}
-    # what this profile runs instead of the paper's setup ends the verdict line, whatever the verdict
-    with_subs = f"; substitutions: {'; '.join(base['substitutions'])}" if base["substitutions"] else ""
     if plan.unavailable:
         figures.placeholder(out["figure"], claim.id, plan.unavailable)
         out["table"].parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(columns=["method"]).to_csv(out["table"], index=False)
-        return _write_json(out["json"], {**base, "verdict": "data unavailable", "detail": plan.unavailable + with_subs,
+        return _write_json(out["json"], {**base, "verdict": "data unavailable", "detail": plan.unavailable,
                                          "headline": "—", "numbers": [], "methods": []})
     results_root = Path(root) / "results"
     selections = {label: read_selection(results_root, spec) for label, spec in plan.runs.items()}
@@ -74,7 +72,7 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
     if untuned:
         detail = f"not tuned yet: {', '.join(untuned)} (the equal-budget tuning stage runs first)"
         figures.placeholder(out["figure"], claim.id, detail)
-        return _write_json(out["json"], {**base, "verdict": "not run", "detail": detail + with_subs, "headline": "—",
+        return _write_json(out["json"], {**base, "verdict": "not run", "detail": detail, "headline": "—",
                                          "numbers": [], "methods": []})
     runs = {label: tuned_spec(selections[label]) for label in plan.runs}
     run_dirs = {label: run_dir(results_root, profile, spec.run_id) for label, spec in runs.items()}
@@ -82,7 +80,7 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
     if missing:
         detail = f"runs not finished for: {', '.join(missing)}"
         figures.placeholder(out["figure"], claim.id, detail)
-        return _write_json(out["json"], {**base, "verdict": "not run", "detail": detail + with_subs, "headline": "—",
+        return _write_json(out["json"], {**base, "verdict": "not run", "detail": detail, "headline": "—",
                                          "numbers": [], "methods": []})
     metas, frames = {}, []
     for label, d in run_dirs.items():
@@ -109,7 +107,6 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
     no_healthy = [label for label, m in metas.items() if all(s["status"] != "ok" for s in m["seeds"].values())]
     if no_healthy:
         outcome["detail"] += f"; no healthy seed: {', '.join(no_healthy)}"
-    outcome["detail"] += with_subs
     out["table"].parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out["table"], index=False)
     figures.claim_figure(out["figure"], curves, claim.id, claim.spec["statement"], metric, claim.paper_numbers,
@@ -132,6 +129,10 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    """Write a verdict; what the profile runs instead of the paper's setup ends its verdict line,
+    whatever the verdict."""
+    if payload["substitutions"]:
+        payload = {**payload, "detail": f"{payload['detail']}; substitutions: {'; '.join(payload['substitutions'])}"}
     atomic_write(path, lambda p: p.write_text(json.dumps(payload, indent=2, default=str)))
     return payload
 
