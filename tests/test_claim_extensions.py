@@ -75,3 +75,20 @@ def test_label_model_keys_are_checked(tmp_path, bad):
     with pytest.raises(ConfigError, match=r"toy.yaml, claim 'toy', label 'large': unknown key '(layerz|family)' for "
                                           r"family 'helmholtz' in methods.large.model"):
         _claims(tmp_path, label_model=bad)
+
+
+def test_a_profile_sets_a_labels_own_batch_size(tmp_path, data_dir):
+    """A claim comparing batch sizes (large-batch training): the label's batch wins over the
+    profile's, is no hyper-parameter, and at the smoke profile is at most half its training set."""
+    claims = _claims(tmp_path, extra=", methods: {large: {batch_size: 1000}}")
+    quick = expand(claims["toy"], "quick").runs
+    assert (quick["small"].batch_size, quick["large"].batch_size) == (50, 1000)
+    assert quick["small"].hparams == quick["large"].hparams
+    smoke = expand(claims["toy"], "smoke").runs
+    assert (smoke["small"].batch_size, smoke["large"].batch_size) == (50, 150)
+
+
+def test_a_labels_batch_size_is_checked(tmp_path):
+    with pytest.raises(ConfigError, match=r"toy.yaml, claim 'toy', label 'large': profiles.quick.methods.large.batch_size "
+                                          r"= 0: must be greater than or equal to 1"):
+        _claims(tmp_path, extra=", methods: {large: {batch_size: 0}}")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bench.claims.convergence import THRESHOLD, run_convergence, seed_convergence
+from bench.claims.diagnostics import diagnose
 from bench.core.spec import RunSpec
 from bench.engine import results, train
 from bench.models.vae import VAE
@@ -74,3 +75,16 @@ def test_convergence_tells_a_plateau_from_a_climb():
     assert not seed_convergence(steps[:2], climbing[:2], 2).converged  # two points show nothing
     rows = pd.DataFrame({"seed": [0] * 11 + [1] * 11, "step": list(steps) * 2, "value": [*plateau, *climbing]})
     assert [c.converged for c in run_convergence(rows)] == [True, False]
+
+
+def test_convergence_is_judged_on_the_fit_a_metric_analyses_when_the_claim_names_it():
+    """The amortization share wanders by a few hundredths around its value while the
+    log-likelihood of the VAE it analyses has plateaued: by default the share's curve decides (not
+    converged); with `converged_on: ll` the fit's curve does (converged)."""
+    share = _rows("amortization_share", "test", {0: [0.98, 0.86, 0.84, 0.87, 0.83]})
+    ll = _rows("ll", "test", {0: [-201.0, -130.0, -118.0, -114.5, -113.6]})
+    curves = pd.concat([share, ll]).assign(label="VAE")
+    models = {"VAE": {"family": "vae", "layers": [784, 10]}}
+    metric = {"split": "test", "name": "amortization_share", "higher_is_better": True}
+    assert diagnose(curves, models, metric).unconverged == {"VAE"}
+    assert diagnose(curves, models, {**metric, "converged_on": "ll"}).unconverged == frozenset()

@@ -29,6 +29,8 @@ CASES = {
              "hparams": {}},
     "kfac": {"dataset": "mnist", "transform": "unit_interval", "labels": True, "eval_splits": ("test",),
              "model": {"family": "mlp", "layers": [784, 20, 10], "loss": "categorical"}, "hparams": {}},
+    "pcd": {"dataset": "binarized_mnist", "eval_splits": ("test",), "model": {"family": "rbm", "layers": [784, 8]},
+            "hparams": {}},
 }
 
 

@@ -18,7 +18,9 @@ A claim is data a reader can check with the paper open::
         paper: {seeds: [0, 1, 2], epochs: 200, batch_size: 100, final_eval_k: 5000, ...,
                 model: {layers: [...]}, methods: {RWS K=5: {lr: ...}}}
 
-Profiles may override the model config and per-label hyper-parameters. A method entry may carry its
+Profiles may override the model config and per-label hyper-parameters, and give a label its own
+``batch_size`` (a claim comparing batch sizes; at the smoke profile it is capped at half the smoke
+training set). A method entry may carry its
 own ``model:`` keys (not the family), e.g. ``VAE z=5: {method: vae, model: {layers: [784, 5]}}``, to
 compare model variants in one claim; the most specific setting wins: claim model < profile model <
 the label's model < the profile's model for that label. The `smoke` profile is
@@ -160,6 +162,9 @@ def _profile_settings(claim: Claim, profile: str) -> dict[str, Any]:
         quick = copy.deepcopy(claim.spec["profiles"]["quick"])
         quick.update(SMOKE)
         quick["batch_size"] = min(claim.spec["profiles"]["quick"].get("batch_size", 50), SMOKE["batch_size"])
+        for override in (quick.get("methods") or {}).values():  # a label's own batch: at most half the smoke data
+            if override and "batch_size" in override:
+                override["batch_size"] = min(override["batch_size"], SMOKE["train_subset"] // 2)
         return quick
     if profile not in claim.spec["profiles"]:
         raise ConfigError(f"claim {claim.id!r} defines no {profile!r} profile")
@@ -189,10 +194,11 @@ def expand(claim: Claim, profile: str) -> ClaimPlan:
         override = dict(overrides.get(label) or {})
         cls = get_method(entry.pop("method", label))
         label_model = {**model, **entry.pop("model", {}), **override.pop("model", {})}
+        batch = {"batch_size": override.pop("batch_size")} if "batch_size" in override else {}
         hparams = resolve_hparams(cls, {**entry, **override})
         data_keys = {k: claim.spec[k] for k in DATA_KEYS if k in claim.spec}
         plan.runs[label] = RunSpec(profile=profile, dataset=claim.spec["dataset"], model=label_model, method=cls.name,
-                                   hparams=hparams, **data_keys, **settings)
+                                   hparams=hparams, **data_keys, **{**settings, **batch})
         try:
             workload_for(label_model["family"]).check_transform(label_model, plan.runs[label].transform)
             data.check_width(claim.spec["dataset"], label_model.get("layers"))

@@ -63,7 +63,7 @@ class Diagnosis:
 def diagnose(curves: pd.DataFrame, models: dict[str, dict[str, Any]], metric: dict[str, Any]) -> Diagnosis:
     """curves: the claim's rows with a `label` column; models: label -> the run's model config."""
     diagnosis = Diagnosis()
-    curve = curve_rows(curves, metric["split"], metric["name"])
+    curve = curve_rows(curves, metric["split"], metric.get("converged_on") or metric["name"])
     for label, model in models.items():
         diagnosis.convergence[label] = run_convergence(curve[curve.label == label])
         checks = workload_for(model["family"]).health_checks(model)

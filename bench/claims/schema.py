@@ -240,10 +240,12 @@ class MethodEntry(BaseModel):
 
 
 class LabelOverride(BaseModel):
-    """A profile's settings for one label: model keys and hyper-parameters (the extra keys)."""
+    """A profile's settings for one label: model keys, its own minibatch size (a claim comparing
+    batch sizes) and hyper-parameters (the extra keys)."""
 
     model_config = ConfigDict(extra="allow", strict=True, protected_namespaces=())
     model: ModelOverride = {}
+    batch_size: Count | None = None
 
 
 class Profile(Strict):
@@ -276,6 +278,10 @@ class Metric(Strict):
     split: Split = "test"
     name: Label = "ll"
     higher_is_better: bool = True
+    # The curve convergence is judged on (same split), when the claim's metric analyses a trained
+    # model rather than measures its fit (the amortization share: a ratio of gaps that is not a
+    # training objective and need not move monotonically); default: the metric itself.
+    converged_on: Label | None = None
 
 
 class Figure(Strict):
@@ -522,6 +528,7 @@ HPARAM_BOUNDS: dict[str, dict[str, float]] = {
     "lr": {"gt": 0}, "eps": {"gt": 0}, "stats_fraction": {"gt": 0, "le": 1},
     "damping": {"gt": 0}, "weight_decay": {"ge": 0}, "clip": {"ge": 0}, "epoch_size": {"ge": 0},
     "gap_examples": {"ge": 0}, "gap_steps": {"ge": 0}, "fisher_every": {"ge": 0}, "sleep_every": {"ge": 0},
+    "pseudo_count": {"gt": 0},
     "beta1": {"ge": 0, "lt": 1}, "momentum": {"ge": 0, "lt": 1}, "decay": {"ge": 0, "lt": 1},
 }
 

@@ -46,14 +46,16 @@ AXIS_LABELS = {"epoch": "epochs", "step": "updates", "examples": "training examp
 
 
 def claim_figure(path: Path, curves: pd.DataFrame, claim_id: str, statement: str, metric: dict[str, Any],
-                 paper_numbers: list[dict[str, Any]], profile: str, x_axes: list[str], yscale: str = "linear") -> None:
+                 paper_numbers: list[dict[str, Any]], profile: str, x_axes: list[str], yscale: str = "linear",
+                 exact: bool = False) -> None:
     """One panel per x-axis (by default epochs and train seconds), CI bands over seeds.
-    The seeds of a run share the clock, so each point sits at the mean over seeds of its x."""
+    The seeds of a run share the clock, so each point sits at the mean over seeds of its x.
+    `exact`: the metric is computed exactly (labelled so, not with an importance-sampling K)."""
     rows = curve_rows(curves, metric["split"], metric["name"]).copy()
     for x in x_axes:
         rows[x] = rows.groupby(["label", "step"])[x].transform("mean")
     k = int(rows.eval_k.min()) if len(rows) else 0
-    ylabel = f"{metric['split']} {metric['name']}" + (f" (IS, K={k})" if metric["name"] == "ll" else "")
+    ylabel = f"{metric['split']} {metric['name']}" + (" (exact)" if exact else f" (IS, K={k})" if metric["name"] == "ll" else "")
     labels = list(dict.fromkeys(curves.label))
     palette = dict(zip(labels, sns.color_palette("colorblind", len(labels))))
     sns.set_theme(style="whitegrid", context="notebook")

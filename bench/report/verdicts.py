@@ -34,6 +34,7 @@ from bench.core.layout import (
 from bench.engine import results
 from bench.report import figures
 from bench.report.markdown import write_report
+from bench.workloads import workload_for
 
 __all__ = ["evaluate_claim", "write_report", "write_summary"]
 
@@ -109,8 +110,9 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
         outcome["detail"] += f"; no healthy seed: {', '.join(no_healthy)}"
     out["table"].parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out["table"], index=False)
+    exact = all(metric["name"] in workload_for(spec.model["family"]).exact_metrics(spec.model) for spec in runs.values())
     figures.claim_figure(out["figure"], curves, claim.id, claim.spec["statement"], metric, claim.paper_numbers,
-                         profile, claim.x_axes, claim.yscale)
+                         profile, claim.x_axes, claim.yscale, exact)
     settings = runs[next(iter(runs))]
     return _write_json(out["json"], {
         **base, **outcome, "headline": _headline(outcome, base["rule"]),
@@ -119,6 +121,7 @@ def evaluate_claim(claim: Claim, profile: str, root: Path = Path(".")) -> dict[s
         "settings": {k: v for k, v in settings.to_dict().items() if k not in ("method", "hparams")},
         "hparams": {label: spec.hparams for label, spec in runs.items()},
         "models": {label: spec.model for label, spec in runs.items()},
+        "batch_sizes": {label: spec.batch_size for label, spec in runs.items()},
         "tuning": {label: {"words": selection_words(s), "knobs": s["knobs"], "metric": s["metric"],
                            "points": s["points"], "chosen": s["chosen"], "on_edge": s["on_edge"]}
                    for label, s in selections.items()},

@@ -39,6 +39,11 @@ class Workload:
     def prepare(self, model: nn.Module, x_train: Tensor) -> None:
         """Data-dependent initialisation before the first step (none by default)."""
 
+    def exact_metrics(self, model: dict) -> tuple[str, ...]:
+        """The standard metrics this family computes exactly (no sampling, so no K) for the run's
+        model config `model`, e.g. a mixture's log-likelihood by logsumexp; none by default."""
+        return ()
+
     def health_checks(self, model: dict) -> list[Check]:
         """The checks (bench.workloads.health) a run of this family must pass for a verdict to read
         it; `model` is the run's model config."""

@@ -4,8 +4,10 @@ deep autoencoders.
 Protocol: per-replica means over the evaluated examples of 'loss' = -log p(t | x) in nats per case
 (without the weight cost) and 'error' = the papers' error: for autoencoders the squared
 reconstruction error per case sum_d (E[t_d] - x_d)^2 (Martens & Grosse's errtype 'L2'), for
-classifiers the misclassification rate. Health: a training objective that blows up beyond 10x its
-start, or a training loss pinned near 0 (under 0.1% of its start: the training set is memorised, saturated).
+classifiers the misclassification rate; classifiers also report 'ece', the expected calibration
+error of the top label (`expected_calibration_error`: 15 equal-width bins, l1). Health: a training
+objective that blows up beyond 10x its start, or a training loss pinned near 0 (under 0.1% of its
+start: the training set is memorised, saturated).
 """
 
 from __future__ import annotations
@@ -19,6 +21,25 @@ from bench.workloads.health import Check, blow_up, pinned_at_zero
 from bench.workloads.method import Method
 
 EVAL_CHUNK = 2000
+ECE_BINS = 15  # Guo et al. (2017) and torchmetrics' default
+
+
+def expected_calibration_error(confidence: Tensor, correct: Tensor, bins: int = ECE_BINS) -> Tensor:
+    """Top-label expected calibration error per replica (Naeini et al. 2015; Guo et al. 2017, "On
+    Calibration of Modern Neural Networks", eq. 3): confidence (R, N), the predicted class's
+    probability, and correct (R, N), 1 where that class is the label, -> (R,) in [0, 1]:
+
+        ECE = sum_b |B_b| / N |acc(B_b) - conf(B_b)| = sum_b |sum_{i in B_b} (correct_i - confidence_i)| / N
+
+    over `bins` equal-width bins of [0, 1], bin b = [b / bins, (b + 1) / bins) (a confidence of
+    exactly 1 in a bin of its own), the binning of torchmetrics' multiclass_calibration_error with
+    norm 'l1', which tests/test_classifier_metrics.py checks this against (torchmetrics itself
+    cannot be imported beside the CPU torch here: it imports torchvision, whose CUDA build fails)."""
+    edges = torch.linspace(0, 1, bins + 1, dtype=confidence.dtype, device=confidence.device)
+    index = torch.bucketize(confidence, edges, right=True) - 1
+    gap = torch.zeros(confidence.shape[0], bins + 1, dtype=confidence.dtype, device=confidence.device)
+    gap.scatter_add_(1, index, correct.to(confidence.dtype) - confidence)
+    return gap.abs().sum(1) / confidence.shape[1]
 
 
 @register_workload("mlp")
@@ -32,6 +53,7 @@ class MLPWorkload(Workload):
     @torch.no_grad()
     def metrics(self, model: MLP, method: Method, x: Tensor, k: int, y: Tensor | None) -> dict[str, Tensor]:
         total = {"loss": 0.0, "error": 0.0}
+        confidence, correct = [], []
         n = x.shape[1]
         for start in range(0, n, EVAL_CHUNK):
             xs = x[:, start:start + EVAL_CHUNK]
@@ -39,9 +61,15 @@ class MLPWorkload(Workload):
             z = model(xs)
             total["loss"] = total["loss"] + model.nll(z, t).sum(1)
             if model.loss == "categorical":
+                top = torch.softmax(z.double(), -1).max(-1)
+                confidence.append(top.values)
+                correct.append(top.indices == t)
                 err = (z.argmax(-1) != t).to(z.dtype).sum(1)
             else:
                 mean = torch.sigmoid(z) if model.loss == "bernoulli" else z
                 err = (mean - t).square().sum(-1).sum(1)
             total["error"] = total["error"] + err
-        return {name: value / n for name, value in total.items()}
+        out = {name: value / n for name, value in total.items()}
+        if model.loss == "categorical":
+            out["ece"] = expected_calibration_error(torch.cat(confidence, 1), torch.cat(correct, 1))
+        return out
