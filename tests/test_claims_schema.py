@@ -196,7 +196,7 @@ def test_unknown_key_in_figure_and_metric(tmp_path):
 # ------------------------------------------------------------------------ verdicts and paper numbers
 def test_unknown_rule(tmp_path):
     msg = _error(tmp_path, _set("verdict", "rule", "best"))
-    assert "verdict.rule = 'best': unknown rule; use one of 'better', 'ordering', 'faster_to_target'" in msg, msg
+    assert "verdict.rule = 'best': unknown rule; use one of 'better', 'ordering', 'equivalent', 'faster_to_target'" in msg, msg
 
 
 def test_verdict_key_of_another_rule(tmp_path):

@@ -59,6 +59,21 @@ def test_ordering_checks_every_adjacent_pair():
     assert verdict(c, {"rule": "ordering", "order": ["A", "C", "B"]}, METRIC, [], "quick")["verdict"] == "reproduced"
 
 
+def test_equivalent_needs_the_whole_interval_inside_the_margin():
+    """'A is comparable to B': the CI of the difference inside (-margin, margin) reproduces it, a CI
+    wholly outside refutes it (either sign), a CI that straddles the margin decides nothing."""
+    rule = {"rule": "equivalent", "pairs": [["A", "B"]], "margin": 1.0}
+    close = _curves({"A": [-90.0, -90.2, -89.9], "B": [-90.1, -89.9, -90.2]})
+    out = verdict(close, rule, METRIC, [], "quick")
+    assert out["verdict"] == "reproduced" and "equivalent within ±1" in out["detail"]
+    for far in ({"A": [-90.0, -90.2, -89.9], "B": [-93.0, -93.2, -92.9]}, {"A": [-93.0, -93.2, -92.9], "B": [-90.0, -90.1, -89.9]}):
+        assert verdict(_curves(far), rule, METRIC, [], "quick")["verdict"] == "not reproduced"
+    wide = _curves({"A": [-88.0, -92.0, -90.0], "B": [-90.0, -90.1, -89.9]})
+    assert verdict(wide, rule, METRIC, [], "quick")["verdict"] == "inconclusive"
+    climbing = verdict(close, rule, METRIC, [], "quick", unconverged=frozenset({"B"}))
+    assert climbing["verdict"] == "inconclusive" and "not converged: B" in climbing["detail"]
+
+
 def test_faster_to_target():
     # Both end near -90; A gets there by epoch 3, B only by epoch 10.
     c = _curves({"A": [-90, -90, -90], "B": [-90, -90.1, -89.9]}, reach={"A": 3, "B": 10})

@@ -30,7 +30,8 @@ Fidelity to the paper (issue 12, "Claim fidelity"):
   direction of the metric: for ``threshold``, the label's paper value lies beyond ``value`` (paper
   1.34 passes "> 0.5", "> 2.0" contradicts it); for ``better``, each pair whose two labels both
   have paper numbers differs by more than ``margin`` in the claimed direction; for ``ordering``,
-  each neighbouring pair likewise. ``within_paper`` and ``faster_to_target`` set no threshold of
+  each neighbouring pair likewise; for ``equivalent``, each such pair differs by less than
+  ``margin`` either way. ``within_paper`` and ``faster_to_target`` set no threshold of
   their own against a paper number. A claim may still ask for less than the paper shows (margin
   1 nat where the paper reports 1.98), never for more.
 
@@ -68,6 +69,7 @@ PROVENANCE = PRIMARY_PROVENANCE | {"R", "R?", "NF"}
 RULES = {
     "better": {"pairs", "margin"},
     "ordering": {"order", "margin"},
+    "equivalent": {"pairs", "margin"},
     "faster_to_target": {"pairs", "tolerance", "x", "split"},
     "within_paper": {"method", "tolerance"},
     "threshold": {"method", "value"},
@@ -315,6 +317,15 @@ class Ordering(Strict):
     margin: NonNegative = 0.0
 
 
+class Equivalent(Strict):
+    """Each pair's two labels reach the same value to within `margin` (> 0), either way: a claim
+    that a method is "comparable" to another (Entropy-SGD's test error vs SGD's)."""
+
+    rule: Literal["equivalent"]
+    pairs: Pairs
+    margin: Annotated[float, Field(gt=0)]
+
+
 class FasterToTarget(Strict):
     """Each pair's first label reaches its second's best (minus `tolerance`) sooner, along x."""
 
@@ -341,9 +352,9 @@ class Threshold(Strict):
     value: float
 
 
-Verdict = Annotated[Better | Ordering | FasterToTarget | WithinPaper | Threshold, Field(discriminator="rule")]
+Verdict = Annotated[Better | Ordering | Equivalent | FasterToTarget | WithinPaper | Threshold, Field(discriminator="rule")]
 assert {m.model_fields["rule"].annotation.__args__[0]: set(m.model_fields) - {"rule"}  # type: ignore[union-attr]
-        for m in (Better, Ordering, FasterToTarget, WithinPaper, Threshold)} == RULES
+        for m in (Better, Ordering, Equivalent, FasterToTarget, WithinPaper, Threshold)} == RULES
 
 
 class PaperNumber(Strict):
@@ -421,7 +432,7 @@ class ClaimSpec(Strict):
         method the claim does not run: the figure draws it as a grey reference line.)"""
         v = self.verdict
         named: list[tuple[tuple, str]] = []
-        if isinstance(v, Better | FasterToTarget):
+        if isinstance(v, Better | Equivalent | FasterToTarget):
             named = [(("verdict", "pairs", i, j), x) for i, pair in enumerate(v.pairs) for j, x in enumerate(pair)]
         elif isinstance(v, Ordering):
             named = [(("verdict", "order", i), x) for i, x in enumerate(v.order)]
@@ -453,6 +464,15 @@ class ClaimSpec(Strict):
                                   f"{n.value:g} ({n.provenance}) under paper_numbers, which does not lie {side} "
                                   f"{v.value:g}; a threshold must be one the paper's value passes", v.value,
                                   label=v.method)
+            return
+        if isinstance(v, Equivalent):
+            for a, b in v.pairs:
+                for na in numbers.get(a, []):
+                    for nb in numbers.get(b, []):
+                        if not abs(na.value - nb.value) < v.margin:
+                            raise problem(("verdict", "margin"), f"contradicts the paper's own numbers: {a!r} "
+                                          f"{na.value:g} ({na.provenance}) vs {b!r} {nb.value:g} ({nb.provenance}) "
+                                          f"under paper_numbers differ by more than the margin {v.margin:g}", v.margin)
             return
         if isinstance(v, Better):
             pairs, key = [tuple(p) for p in v.pairs], "margin"

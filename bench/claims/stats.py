@@ -15,6 +15,10 @@ inconclusive and the report says why.
 * ``better`` -- for each pair (a, b): reproduced when mean(a) - mean(b) > margin and the 95%
   CI of the difference excludes 0; not reproduced when the CI lies below the margin.
 * ``ordering`` -- ``better`` on each adjacent pair of the listed order.
+* ``equivalent`` -- for each pair (a, b), "a is comparable to b": reproduced when the 95% CI of
+  mean(a) - mean(b) lies inside (-margin, +margin) (two one-sided tests, Schuirmann 1987, at the
+  2.5% level each: stricter than the usual 90% interval); not reproduced when the CI lies wholly
+  outside it; inconclusive otherwise. A decided pair needs both labels converged.
 * ``faster_to_target`` -- for each pair (a, b): target = b's best curve value (mean over seeds)
   minus a tolerance; per seed, the first x (epochs, updates or train seconds) at which each
   method's curve reaches it (interpolated linearly between evaluation points, so the answer is
@@ -203,6 +207,30 @@ def _better(finals: pd.DataFrame, pairs: list[list[str]], margin: float, sign: f
     return _combine(decisions), "; ".join(details), numbers
 
 
+def _equivalent(finals: pd.DataFrame, pairs: list[list[str]], margin: float, sign: float,
+                unconverged: frozenset[str] = frozenset()) -> tuple[str, str, list]:
+    decisions, details, numbers = [], [], []
+    for a, b in pairs:
+        va = sign * finals[finals.label == a].value.to_numpy()
+        vb = sign * finals[finals.label == b].value.to_numpy()
+        if min(len(va), len(vb)) < MIN_SEEDS:
+            decisions.append("inconclusive")
+            details.append(f"{a} vs {b}: fewer than {MIN_SEEDS} finished seeds")
+            continue
+        d, lo, hi = difference_ci(va, vb)
+        decision = ("reproduced" if -margin < lo and hi < margin
+                    else "not reproduced" if lo >= margin or hi <= -margin else "inconclusive")
+        still = [x for x in (a, b) if x in unconverged]
+        veto = f"not converged: {', '.join(still)} still improving" if still and decision in DECIDED else None
+        if _zero_width(lo, hi):
+            veto = "zero-width interval: every seed gave the same difference, the seeds decide nothing"
+        decisions.append("inconclusive" if veto else decision)
+        numbers.append({"a": a, "b": b, "diff": d, "lo": lo, "hi": hi})
+        details.append(f"{a} − {b} = {estimate_words(d, lo, hi, '+')} (equivalent within ±{margin:g})"
+                       + (f", {veto}" if veto else ""))
+    return _combine(decisions), "; ".join(details), numbers
+
+
 def _first_reach(curve: pd.DataFrame, label: str, target: float, x: str, sign: float) -> tuple[np.ndarray, np.ndarray]:
     """Per seed: the x at which the curve first reaches the target, interpolated linearly between
     the evaluation before and the one at which it is reached (or its last x), and whether it did."""
@@ -302,6 +330,8 @@ def _final_rule(finals: pd.DataFrame, rule: dict[str, Any], paper_numbers: list[
         order = rule["order"]
         return _better(finals, [[order[i], order[i + 1]] for i in range(len(order) - 1)],
                        rule.get("margin", 0.0), sign, unconverged)
+    if name == "equivalent":
+        return _equivalent(finals, rule["pairs"], rule["margin"], sign, unconverged)
     if name == "threshold":
         return _threshold(finals, rule, sign)
     return _within(finals, rule, paper_numbers, profile)
