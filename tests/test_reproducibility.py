@@ -29,6 +29,9 @@ CASES = {
              "hparams": {}},
     "kfac": {"dataset": "mnist", "transform": "unit_interval", "labels": True, "eval_splits": ("test",),
              "model": {"family": "mlp", "layers": [784, 20, 10], "loss": "categorical"}, "hparams": {}},
+    "entropy_sgd": {"dataset": "mnist", "transform": "unit_interval", "labels": True, "eval_splits": ("test",),
+                    "model": {"family": "mlp", "layers": [784, 20, 10], "loss": "categorical"},
+                    "hparams": {"inner_steps": 5}},
     "pcd": {"dataset": "binarized_mnist", "eval_splits": ("test",), "model": {"family": "rbm", "layers": [784, 8]},
             "hparams": {}},
 }

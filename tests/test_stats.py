@@ -70,6 +70,8 @@ def test_equivalent_needs_the_whole_interval_inside_the_margin():
         assert verdict(_curves(far), rule, METRIC, [], "quick")["verdict"] == "not reproduced"
     wide = _curves({"A": [-88.0, -92.0, -90.0], "B": [-90.0, -90.1, -89.9]})
     assert verdict(wide, rule, METRIC, [], "quick")["verdict"] == "inconclusive"
+    error = {"split": "test", "name": "ll", "higher_is_better": False}  # a lower A prints as a negative A - B
+    assert "A − B = -3" in verdict(_curves(far), rule, error, [], "quick")["detail"]
     climbing = verdict(close, rule, METRIC, [], "quick", unconverged=frozenset({"B"}))
     assert climbing["verdict"] == "inconclusive" and "not converged: B" in climbing["detail"]
 

@@ -207,12 +207,13 @@ def _better(finals: pd.DataFrame, pairs: list[list[str]], margin: float, sign: f
     return _combine(decisions), "; ".join(details), numbers
 
 
-def _equivalent(finals: pd.DataFrame, pairs: list[list[str]], margin: float, sign: float,
+def _equivalent(finals: pd.DataFrame, pairs: list[list[str]], margin: float,
                 unconverged: frozenset[str] = frozenset()) -> tuple[str, str, list]:
+    """A symmetric rule: a - b in the metric's own units (not turned to 'a better by')."""
     decisions, details, numbers = [], [], []
     for a, b in pairs:
-        va = sign * finals[finals.label == a].value.to_numpy()
-        vb = sign * finals[finals.label == b].value.to_numpy()
+        va = finals[finals.label == a].value.to_numpy()
+        vb = finals[finals.label == b].value.to_numpy()
         if min(len(va), len(vb)) < MIN_SEEDS:
             decisions.append("inconclusive")
             details.append(f"{a} vs {b}: fewer than {MIN_SEEDS} finished seeds")
@@ -331,7 +332,7 @@ def _final_rule(finals: pd.DataFrame, rule: dict[str, Any], paper_numbers: list[
         return _better(finals, [[order[i], order[i + 1]] for i in range(len(order) - 1)],
                        rule.get("margin", 0.0), sign, unconverged)
     if name == "equivalent":
-        return _equivalent(finals, rule["pairs"], rule["margin"], sign, unconverged)
+        return _equivalent(finals, rule["pairs"], rule["margin"], unconverged)
     if name == "threshold":
         return _threshold(finals, rule, sign)
     return _within(finals, rule, paper_numbers, profile)
