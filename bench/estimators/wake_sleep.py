@@ -47,11 +47,11 @@ class WakeSample:
 
 def wake_sample(model: HelmholtzMachine, x: Tensor, k: int) -> WakeSample:
     """Draw K samples h_k ~ q(h | x) for each example of x (R, B, D) (one `model.sample_q` call,
-    the only random draw here) and evaluate log p(x, h_k) and log q(h_k | x) on them."""
+    the only random draw here, which also scores them under q) and evaluate log p(x, h_k) on them."""
     r, b, _ = x.shape
-    state, _ = model.sample_q(x, k)
+    state, log_q = model.sample_q(x, k)
     log_p = model.log_p(state).view(r, k, b)
-    log_q = model.log_q(state).view(r, k, b)
+    log_q = log_q.view(r, k, b)
     return WakeSample(state, log_p, log_q, (log_p - log_q).detach())
 
 

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import LowRankMultivariateNormal, Normal, kl_divergence
+from torch.distributions import LowRankMultivariateNormal, kl_divergence
 
 from bench.models import register_family
-from bench.models.vae import DataLayer, GaussianLatentModel
+from bench.models.vae import DataLayer, GaussianLatentModel, standard_normal_log_prob
 from bench.nn import noise
 from bench.nn.linear import ReplicaLinear, ReplicaMLP
 
@@ -79,21 +79,34 @@ class DLGM(GaussianLatentModel):
         return LowRankMultivariateNormal(mu.unsqueeze(1), u.unsqueeze(1).unsqueeze(-1), sigma.square().unsqueeze(1),
                                          validate_args=False)
 
+    @staticmethod
+    def _draw(mu: Tensor, sigma: Tensor, u: Tensor, k: int) -> Tensor:
+        """k reparameterised draws per example of N(mu, diag(sigma^2) + u u^T), (R, K, B, d), from
+        per-replica noise (eps, then eta)."""
+        eps = noise.randn((mu.shape[0], k, *mu.shape[1:]), mu)
+        eta = noise.randn((*eps.shape[:-1], 1), mu)
+        return mu.unsqueeze(1) + sigma.unsqueeze(1) * eps + u.unsqueeze(1) * eta
+
+    @staticmethod
+    def _kl(mu: Tensor, sigma: Tensor, u: Tensor) -> Tensor:
+        """KL(N(mu, diag(sigma^2) + u u^T) || N(0, I)), (R, B)."""
+        q = LowRankMultivariateNormal(mu, u.unsqueeze(-1), sigma.square(), validate_args=False)
+        p = LowRankMultivariateNormal(torch.zeros_like(mu), torch.zeros_like(u).unsqueeze(-1),
+                                      torch.ones_like(sigma), validate_args=False)
+        return kl_divergence(q, p)
+
     def sample_q(self, x: Tensor, k: int) -> tuple[list[Tensor], Tensor]:
         zs, log_q = [], 0.0
-        for mu, sigma, u in self._posterior(x):
-            eps = noise.randn((mu.shape[0], k, *mu.shape[1:]), mu)
-            eta = noise.randn((*eps.shape[:-1], 1), mu)
-            xi = mu.unsqueeze(1) + sigma.unsqueeze(1) * eps + u.unsqueeze(1) * eta  # cov diag(sigma^2) + u u^T
-            zs.append(xi)
-            log_q = log_q + self._dist(mu, sigma, u).log_prob(xi)
+        for params in self._posterior(x):
+            zs.append(self._draw(*params, k))
+            log_q = log_q + self._dist(*params).log_prob(zs[-1])
         return zs, log_q
 
     def log_q(self, x: Tensor, zs: list[Tensor]) -> Tensor:
         return sum(self._dist(*params).log_prob(xi) for params, xi in zip(self._posterior(x), zs))
 
     def log_prior(self, zs: list[Tensor]) -> Tensor:
-        return sum(Normal(0.0, 1.0).log_prob(xi).sum(-1) for xi in zs)
+        return sum(standard_normal_log_prob(xi) for xi in zs)
 
     def decoder_input(self, zs: list[Tensor]) -> Tensor:
         """h_1 from the noise of every layer: h_L = G_L xi_L, h_l = T_l(h_{l+1}) + G_l xi_l."""
@@ -114,10 +127,8 @@ class DLGM(GaussianLatentModel):
         return [mu for mu, _, _ in self._posterior(x)]
 
     def kl(self, x: Tensor) -> Tensor:
-        out = 0.0
-        for mu, sigma, u in self._posterior(x):
-            q = LowRankMultivariateNormal(mu, u.unsqueeze(-1), sigma.square(), validate_args=False)
-            p = LowRankMultivariateNormal(torch.zeros_like(mu), torch.zeros_like(u).unsqueeze(-1),
-                                          torch.ones_like(sigma), validate_args=False)
-            out = out + kl_divergence(q, p)
-        return out
+        return sum(self._kl(*params) for params in self._posterior(x))
+
+    def sample_q_kl(self, x: Tensor, k: int) -> tuple[list[Tensor], Tensor]:
+        posterior = self._posterior(x)
+        return [self._draw(*params, k) for params in posterior], sum(self._kl(*params) for params in posterior)

@@ -49,19 +49,23 @@ class HelmholtzMachine(nn.Module):
 
     # ----------------------------------------------------------------- sampling
     def sample_q(self, x: Tensor, k: int = 1) -> tuple[State, Tensor]:
-        """K samples h ~ q(h | x) per example: x (R, B, D) is tiled to N = K*B rows, sample-major
-        (row n = k*B + b), as in the authors' code. Returns the detached state [x_tiled, h1..hL]
-        and log q(h | x) per row (R, N), detached; differentiate through `log_q(state)` instead.
-        The bottom layer's logits are computed once per example, not once per sample."""
-        with torch.no_grad():
-            logits = self.recognition[0].logits(x).repeat(1, k, 1)
-            state = [x.repeat(1, k, 1)]
-            log_q = torch.zeros_like(logits[..., 0])
-            for i, layer in enumerate(self.recognition):
-                if i > 0:
-                    logits = layer.logits(state[-1])
-                state.append(sample_bernoulli(logits))
-                log_q += bernoulli_log_prob(state[-1], logits)
+        """K samples h ~ q(h | x) per example and their log q(h | x), in one pass through q.
+
+        x (R, B, D) is tiled to N = K*B rows, sample-major (row n = k*B + b), as in the authors'
+        code. Returns the state [x_tiled, h1..hL], each (R, N, n_i) and detached (a sample carries
+        no gradient), and log q(h | x) per row, (R, N): differentiable in q's parameters when
+        gradients are enabled (the wake-q term), so that one pass both draws and scores. The bottom
+        layer's logits are computed once per example and broadcast over the K samples (its
+        gradient sums over them); the draws are those of sampling each layer's N rows in turn."""
+        r, b, _ = x.shape
+        logits = self.recognition[0].logits(x).unsqueeze(1)  # (R, 1, B, h1): once per example
+        h = sample_bernoulli(logits, (r, k, b, logits.shape[-1]))  # (R, K, B, h1)
+        log_q = bernoulli_log_prob(h, logits).view(r, k * b)
+        state = [x.repeat(1, k, 1), h.view(r, k * b, -1)]
+        for layer in self.recognition[1:]:
+            logits = layer.logits(state[-1])
+            state.append(sample_bernoulli(logits))
+            log_q = log_q + bernoulli_log_prob(state[-1], logits)
         return state, log_q
 
     def sample_p(self, n: int) -> State:

@@ -11,6 +11,8 @@ one stochastic layer is ``layers=[784, 50], hidden=[[200, 200]]``; two are
 * q(z1 | x) q(z2 | z1) ... are diagonal Gaussians whose mean and log sigma are linear heads on an MLP
   (IWAE's ``GaussianSampler``: sigma = exp(linear)); p(zL) = N(0, I), p(z_i | z_{i+1}) the same kind
   of layer, and p(x | z1) Bernoulli (binary data) or Gaussian (Frey faces, see ``DataLayer``).
+  Their densities are written out (``gaussian_log_prob``, ``gaussian_sample``,
+  ``standard_normal_kl``), not built as ``torch.distributions`` objects on every step.
 * Every parameter has a leading replica axis R (``ReplicaLinear``: weight (R, out, in)); latents are
   laid out (R, K, B, d): K samples of each of B examples, for every replica. Replicas never mix.
 
@@ -25,7 +27,7 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Normal
 
 from bench.models import register_family
 from bench.nn import noise
@@ -39,6 +41,53 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 MIN_LOG_VAR = -10.0
 
 
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def gaussian_log_prob(z: Tensor, mean: Tensor, log_sigma: Tensor) -> Tensor:
+    """log N(z; mean, diag(exp(log_sigma)^2)) summed over the last axis; the arguments broadcast
+    and the result has their shape less the last axis."""
+    return -(0.5 * ((z - mean) * torch.exp(-log_sigma)).square() + log_sigma + HALF_LOG_2PI).sum(-1)
+
+
+def standard_normal_log_prob(z: Tensor) -> Tensor:
+    """log N(z; 0, I) summed over the last axis."""
+    return -(0.5 * z.square() + HALF_LOG_2PI).sum(-1)
+
+
+def standard_normal_kl(mean: Tensor, log_sigma: Tensor) -> Tensor:
+    """KL(N(mean, diag(exp(log_sigma)^2)) || N(0, I)) summed over the last axis (Kingma & Welling
+    2014, appendix B): sum_j (mean_j^2 + sigma_j^2 - 1) / 2 - log sigma_j."""
+    return (0.5 * (mean.square() + torch.exp(2 * log_sigma) - 1) - log_sigma).sum(-1)
+
+
+def _standard_noise(mean: Tensor, k: int | None) -> Tensor:
+    """eps ~ N(0, I) from per-replica noise: mean's shape (k None), or k draws per row of a
+    (R, B, d) mean, (R, K, B, d)."""
+    return noise.randn(mean.shape if k is None else (mean.shape[0], k, *mean.shape[1:]), mean)
+
+
+def gaussian_sample(mean: Tensor, log_sigma: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
+    """Reparameterised draws z = mean + exp(log_sigma) * eps, eps ~ N(0, I) (bench.nn.noise), and
+    their log N(z; mean, sigma^2) summed over the last axis.
+
+    k None: one draw per row, z with mean's shape (R, ..., d) and log q (R, ...); k: k draws per
+    row of a (R, B, d) mean, z (R, K, B, d) and log q (R, K, B). The density is written in eps,
+    -eps^2/2 - log sigma - log(2 pi)/2 per unit: (z - mean) / sigma = eps, so its value (to
+    rounding) and its total derivative in the parameters (through z and sigma) are those of the
+    density at z, without re-deriving eps from z."""
+    eps = _standard_noise(mean, k)
+    if k is not None:
+        mean, log_sigma = mean.unsqueeze(1), log_sigma.unsqueeze(1)
+    return mean + log_sigma.exp() * eps, -(0.5 * eps.square() + log_sigma + HALF_LOG_2PI).sum(-1)
+
+
+def rsample(q: Normal, k: int) -> Tensor:
+    """k reparameterised samples per row of a (R, B, d) Gaussian: (R, K, B, d) (the amortization
+    analysis's encoder q and locally fitted q*, bench.estimators.amortization)."""
+    return q.loc.unsqueeze(1) + q.scale.unsqueeze(1) * _standard_noise(q.loc, k)
+
+
 class GaussianLayer(nn.Module):
     """A diagonal Gaussian over n_out units given n_in: mean and log sigma are linear heads on an
     MLP (IWAE's GaussianSampler), so sigma = exp(linear)."""
@@ -50,20 +99,10 @@ class GaussianLayer(nn.Module):
         self.mean = ReplicaLinear(self.trunk.n_out, n_out, gens, init)
         self.log_sigma = ReplicaLinear(self.trunk.n_out, n_out, gens, init)
 
-    def forward(self, h: Tensor) -> Normal:
+    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, log sigma), each (R, ..., n_out), of the Gaussian given h (R, ..., n_in)."""
         f = self.trunk(h)
-        return Normal(self.mean(f), self.log_sigma(f).exp(), validate_args=False)
-
-
-def rsample(q: Normal, k: int) -> Tensor:
-    """k reparameterised samples per row of a (R, B, d) Gaussian: (R, K, B, d)."""
-    eps = noise.randn((q.loc.shape[0], k, *q.loc.shape[1:]), q.loc)
-    return q.loc.unsqueeze(1) + q.scale.unsqueeze(1) * eps
-
-
-def reparameterised(q: Normal) -> Tensor:
-    """One reparameterised sample of a Gaussian with replicas first, from per-replica noise."""
-    return q.loc + q.scale * noise.randn(q.loc.shape, q.loc)
+        return self.mean(f), self.log_sigma(f)
 
 
 class DataLayer(nn.Module):
@@ -95,7 +134,7 @@ class DataLayer(nn.Module):
         a, log_var = self._params(h)
         x = x.unsqueeze(1)
         if log_var is None:
-            return bernoulli_log_prob(x.expand_as(a), a)
+            return bernoulli_log_prob(x, a)
         return -0.5 * ((x - a).square() / log_var.exp() + log_var + math.log(2 * math.pi)).sum(-1)
 
     def sample(self, h: Tensor) -> Tensor:
@@ -123,7 +162,8 @@ class GaussianLatentModel(nn.Module):
     * ``log_prior(zs)`` -> log p(zs) (R, K, B), and ``decoder_input(zs)``, what p(x | .) reads;
     * ``sample_prior(n)`` -> latents [(R, 1, n, d_i)] ~ p;
     * ``posterior_means(x)`` -> per stochastic layer, the means IWAE's active-unit count reads;
-    * ``kl(x)`` -> KL(q(. | x) || p) (R, B) in closed form, where the structure allows it.
+    * ``kl(x)`` -> KL(q(. | x) || p) (R, B) in closed form, where the structure allows it, and
+      ``sample_q_kl(x, k)`` -> (latents as ``sample_q`` draws them, that KL) from one pass of q.
     """
 
     data: DataLayer
@@ -163,6 +203,10 @@ class GaussianLatentModel(nn.Module):
     def kl(self, x: Tensor) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} {self.layers} has no closed-form KL; use kl: sampled")
 
+    def sample_q_kl(self, x: Tensor, k: int) -> tuple[list[Tensor], Tensor]:
+        """This default encodes x twice (``sample_q``, then ``kl``); subclasses share one pass."""
+        return self.sample_q(x, k)[0], self.kl(x)
+
     def generative_parameters(self) -> list[nn.Parameter]:
         raise NotImplementedError
 
@@ -189,9 +233,9 @@ class GaussianLatentModel(nn.Module):
 
     def elbo_analytic_kl(self, x: Tensor, k: int) -> Tensor:
         """AEVB's estimator B (Kingma & Welling eq. 7): mean over k samples of log p(x | z) minus
-        the closed-form KL(q(z | x) || p(z)): (R, B)."""
-        zs, _ = self.sample_q(x, k)
-        return self.data.log_prob(x, self.decoder_input(zs)).mean(1) - self.kl(x)
+        the closed-form KL(q(z | x) || p(z)): (R, B). x is encoded once for both terms."""
+        zs, kl = self.sample_q_kl(x, k)
+        return self.data.log_prob(x, self.decoder_input(zs)).mean(1) - kl
 
     def sample_p(self, n: int) -> tuple[Tensor, list[Tensor]]:
         """n ancestral samples (x, zs) ~ p per replica: x (R, n, D), zs [(R, 1, n, d_i)]."""
@@ -222,26 +266,26 @@ class VAE(GaussianLatentModel):
 
     def encode(self, x: Tensor) -> Normal:
         """q(z1 | x), batch shape (R, B, z1)."""
-        return self.q[0](x)
+        mean, log_sigma = self.q[0](x)
+        return Normal(mean, log_sigma.exp(), validate_args=False)
 
     def sample_q(self, x: Tensor, k: int) -> tuple[list[Tensor], Tensor]:
-        q = self.q[0](x)
-        zs = [rsample(q, k)]
-        log_q = Normal(q.loc.unsqueeze(1), q.scale.unsqueeze(1)).log_prob(zs[0]).sum(-1)
+        z, log_q = gaussian_sample(*self.q[0](x), k)
+        zs = [z]
         for layer in self.q[1:]:
-            q = layer(zs[-1])
-            zs.append(reparameterised(q))
-            log_q = log_q + q.log_prob(zs[-1]).sum(-1)
+            z, log_qi = gaussian_sample(*layer(zs[-1]))
+            zs.append(z)
+            log_q = log_q + log_qi
         return zs, log_q
 
     def log_q(self, x: Tensor, zs: list[Tensor]) -> Tensor:
         inputs = [x.unsqueeze(1)] + zs[:-1]
-        return sum(layer(h).log_prob(z).sum(-1) for layer, h, z in zip(self.q, inputs, zs))
+        return sum(gaussian_log_prob(z, *layer(h)) for layer, h, z in zip(self.q, inputs, zs))
 
     def log_prior(self, zs: list[Tensor]) -> Tensor:
-        out = Normal(0.0, 1.0).log_prob(zs[-1]).sum(-1)
+        out = standard_normal_log_prob(zs[-1])
         for layer, z, parent in zip(self.p, zs, zs[1:]):
-            out = out + layer(parent).log_prob(z).sum(-1)
+            out = out + gaussian_log_prob(z, *layer(parent))
         return out
 
     def decoder_input(self, zs: list[Tensor]) -> Tensor:
@@ -251,7 +295,7 @@ class VAE(GaussianLatentModel):
         ref = self.q[0].mean.weight
         zs = [noise.randn((self.replicas, 1, n, self.layers[-1]), ref)]
         for layer in reversed(self.p):
-            zs.insert(0, reparameterised(layer(zs[0])).detach())
+            zs.insert(0, gaussian_sample(*layer(zs[0]))[0].detach())
         return zs
 
     def posterior_means(self, x: Tensor) -> list[Tensor]:
@@ -259,13 +303,18 @@ class VAE(GaussianLatentModel):
         of the layer below: [(R, N, d_i)]."""
         means, h = [], x
         for layer in self.q:
-            q = layer(h)
-            means.append(q.loc)
-            h = reparameterised(q).detach()
+            mean, log_sigma = layer(h)
+            means.append(mean)
+            h = gaussian_sample(mean, log_sigma)[0].detach()
         return means
 
     def kl(self, x: Tensor) -> Tensor:
         if len(self.q) > 1:
             return super().kl(x)
-        q = self.encode(x)
-        return kl_divergence(q, Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale))).sum(-1)
+        return standard_normal_kl(*self.q[0](x))
+
+    def sample_q_kl(self, x: Tensor, k: int) -> tuple[list[Tensor], Tensor]:
+        if len(self.q) > 1:
+            return super().sample_q_kl(x, k)
+        mean, log_sigma = self.q[0](x)
+        return [gaussian_sample(mean, log_sigma, k)[0]], standard_normal_kl(mean, log_sigma)

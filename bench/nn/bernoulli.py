@@ -7,6 +7,7 @@ architecture train in lock-step with batched matmuls (DESIGN.md, rule 2). Units 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,17 +18,23 @@ from bench.nn import noise
 
 def bernoulli_log_prob(y: Tensor, logits: Tensor) -> Tensor:
     """Sum over the last axis of log Bernoulli(y | sigmoid(logits)) = y.l - sum softplus(l).
-    Stable for large |logits|, and twice as fast on a CPU as binary_cross_entropy_with_logits
-    (the element-wise softplus dominates importance-sampled evaluation)."""
-    return torch.einsum("...d,...d->...", y, logits) - F.softplus(logits).sum(-1)
+
+    y and logits broadcast against each other (logits (R, 1, B, n) against K samples y (R, K, B, n)
+    scores every sample with one softplus per example); the result has their broadcast shape less
+    the last axis. Stable for large |logits|; ``vecdot`` for y.l is a fused multiply-sum whose
+    backward is two element-wise products (an einsum's is a batched matmul per row, several times
+    slower), and the softplus dominates importance-sampled evaluation."""
+    return torch.linalg.vecdot(y, logits) - F.softplus(logits).sum(-1)
 
 
-def sample_bernoulli(logits: Tensor) -> Tensor:
-    """0/1 samples of (R, ...) logits, each replica's from its own noise (bench.nn.noise).
-    `rand < p` (not torch.bernoulli) so that NaN logits never raise mid-run: divergence is
-    detected and recorded by the training loop instead."""
-    u = noise.rand(logits.shape, logits)
-    return (u < torch.sigmoid(logits)).to(logits.dtype)
+def sample_bernoulli(logits: Tensor, shape: Sequence[int] | None = None) -> Tensor:
+    """0/1 samples of Bernoulli(sigmoid(logits)), (R, ...) with replicas first, each replica's from
+    its own noise (bench.nn.noise); `shape` (default logits.shape) draws more samples than logits
+    has rows, logits broadcasting against it (K samples per example from (R, 1, B, n) logits).
+    Detached: a sample carries no gradient. `rand < p` (not torch.bernoulli) so that NaN logits
+    never raise mid-run: divergence is detected and recorded by the training loop instead."""
+    u = noise.rand(logits.shape if shape is None else shape, logits)
+    return (u < torch.sigmoid(logits.detach())).to(logits.dtype)
 
 
 class SBNLayer(nn.Module):

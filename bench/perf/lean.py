@@ -8,14 +8,17 @@ noise (the global generator, drawn in the same order) one lean step and one proj
 every parameter the same way, to float tolerance.
 
 * ``LeanRWS``: methods/rws.py with its defaults (q_updates wake+sleep, sleep_every 2,
-  q_baseline off, optimizer momentum_ema). The optimizer is the one the project uses, torch SGD
+  q_baseline off, optimizer momentum_ema). The optimizer's rule is the project's, torch SGD
   with momentum = dampening = 0.95 (bench.nn.optim.make_optimizer's ``momentum_ema``), one
-  optimizer over p and q shared by the wake and sleep updates. The lean wake pass evaluates
-  log q(h | x) in the same forward pass that draws h (the project draws under no_grad, then
-  evaluates log q again with gradients).
+  optimizer over p and q shared by the wake and sleep updates. The wake pass evaluates
+  log q(h | x) in the same forward pass that draws h, the bottom layer once per example.
 * ``LeanIWAE``: methods/iwae.py (k samples, logsumexp bound summed over the minibatch, Adam).
-* ``LeanVAE``: methods/vae.py, kl 'analytic' (the method's default) or 'sampled' (the claims'
-  "VAE k=1"), Adam.
+* ``LeanIWAE`` with bound 'analytic' or 'sampled': methods/vae.py, kl 'analytic' (the method's
+  default) or 'sampled' (the claims' "VAE k=1"), Adam.
+
+The lean loops keep torch's default optimizer implementation (on a CPU one kernel per operation
+and parameter); the project's optimizers run torch's fused kernels (bench.nn.optim), the same
+update rounded in another order.
 
 The benchmarks time the project's step as the engine runs it (inside ``bench.nn.noise.
 replica_noise``, per-replica generators), the project's step on torch's global generator, and the
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import statistics
 from collections.abc import Callable, Iterator
 
@@ -213,6 +217,12 @@ class LeanIWAE:
 REPEATS = 15  # interleaved rounds per comparison
 
 
+def _load() -> str:
+    """The machine's load when a benchmark starts: other processes share the CPU the ratios are
+    measured on."""
+    return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the start"
+
+
 def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int, steps: int) -> dict[str, float]:
     """Median seconds per step of each fn (one call runs `steps` steps), timed round by round: each
     round times every fn once (with `timed`), the order rotating from round to round."""
@@ -267,7 +277,7 @@ def lean_rws(device: torch.device) -> list[str]:
           "q_baseline": False}
     lines = [(f"RWS step (wake-p + wake-q, sleep-q every 2nd step), SBN {'-'.join(map(str, layers))}, K={k}, "
               f"momentum_ema lr 0.1; {steps} steps per timing, median of {repeats} interleaved rounds; project = "
-              f"method.step inside replica_noise as the engine runs it; lean = bench/perf/lean.py LeanRWS")]
+              f"method.step inside replica_noise as the engine runs it; lean = bench/perf/lean.py LeanRWS; {_load()}")]
     for b, r in ((20, 1), (100, 1), (20, 5), (100, 5)):
         seeds = list(range(r))
         project = get_method("rws")(HelmholtzMachine(layers, seeds).to(device), **hp)
@@ -284,7 +294,7 @@ def _variational(device: torch.device, configs: list[tuple[str, str, dict, dict]
     repeats, b = REPEATS, 20
     lines = [(f"VAE 784-[100,100]-50, tanh, Bernoulli (bench/claims/iwae.yaml's quick profile), B={b}; "
               f"{steps} steps per timing, median of {repeats} interleaved rounds; project = method.step inside "
-              f"replica_noise as the engine runs it; lean = bench/perf/lean.py LeanIWAE")]
+              f"replica_noise as the engine runs it; lean = bench/perf/lean.py LeanIWAE; {_load()}")]
     for label, name, hp, lean_kw in configs:
         lines.append(f" {label}")
         for r in (1, 5):
