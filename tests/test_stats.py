@@ -176,6 +176,8 @@ def test_health_findings_veto_the_verdict():
     assert Diagnosis(health={"A": [every_unit]}).veto(outcome, labels, "ll") == outcome  # another metric
     assert Diagnosis(health={"C": [dead]}).veto(outcome, labels, "ll") == outcome  # a label the rule does not read
     assert Diagnosis(health={"A": [pinned], "B": [dead]}).veto(outcome, labels, "ll")["verdict"] == "degenerate"
+    not_run = {"verdict": "not run", "detail": "judged at the paper profile only", "numbers": []}
+    assert Diagnosis(health={"B": [dead]}).veto(not_run, labels, "ll") == not_run  # no rule was judged
 
     # end to end: a baseline whose test curve never moves is degenerate through its workload's checks
     flat = _long_curves({"A": [_plateau(-90.0)] * 3, "B": [_plateau(-100.0), _plateau(-100.1), lambda s: -100.0]})

@@ -47,7 +47,10 @@ class Diagnosis:
 
     def veto(self, outcome: dict[str, Any], labels: list[str], metric_name: str) -> dict[str, Any]:
         """The outcome, replaced by 'degenerate' or 'not testable at this budget' when a finding on
-        one of the verdict's labels says so."""
+        one of the verdict's labels says so. A rule not judged at this profile ('not run': a
+        paper's number at the quick profile) stays 'not run'; its findings are still listed."""
+        if outcome["verdict"] == "not run":
+            return outcome
         degenerate = [f.words(label) for label in labels for f in self.health.get(label, []) if f.kind == "degenerate"]
         saturated = [f.words(label) for label in labels for f in self.health.get(label, [])
                      if f.kind == "saturated" and f.metric == metric_name]
