@@ -8,7 +8,8 @@ gradient,
 
 i.e. descends the free-energy gap mean F(x) - mean F(v_k) (bench.models.rbm), with expectations
 over hidden units taken exactly (Hinton's practical guide, Sec. 3). The step is SGD with momentum,
-its rate decaying linearly to 0 over ``anneal_updates`` updates (0: constant; bench.nn.annealed_sgd).
+its rate decaying linearly to 0 over ``anneal_updates`` updates (0: constant; bench.nn.optim:
+make_optimizer's `sgd`, ascent_step with the `linear` schedule).
 Returns the batch's free-energy gap as 'free_energy_gap'.
 """
 
@@ -18,7 +19,7 @@ from torch import Tensor
 
 from bench.core.errors import ConfigError
 from bench.models.rbm import RBM
-from bench.nn.annealed_sgd import AnnealedSGD
+from bench.nn.optim import ascent_step, check_schedule, make_optimizer
 from bench.workloads.method import Method, register
 
 
@@ -30,9 +31,14 @@ class ContrastiveDivergence(Method):
         super().__init__(model, **hparams)
         if self.k < 1:
             raise ConfigError(f"k={self.k!r} in method 'cd': the number of Gibbs sweeps must be >= 1")
-        self.opt = AnnealedSGD(model.parameters(), self.lr, self.momentum, self.anneal_updates)
+        self.schedule = "linear" if self.anneal_updates else "constant"
+        check_schedule(self.schedule, anneal_updates=self.anneal_updates)
+        self.opt = make_optimizer(model.parameters(), "sgd", self.lr, momentum=self.momentum)
+        self.updates = 0
 
     def step(self, x: Tensor) -> dict[str, Tensor]:
         gap = self.model.free_energy_gap(x, self.model.gibbs(x, self.k))
-        self.opt.descend(gap)
+        ascent_step(self.opt, -gap, x.shape[1], lr=self.lr, schedule=self.schedule, updates=self.updates,
+                    anneal_updates=self.anneal_updates)
+        self.updates += 1
         return {"free_energy_gap": gap.detach()}

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from bench.core.errors import ConfigError
 from bench.models.rbm import RBM
-from bench.nn.annealed_sgd import AnnealedSGD
+from bench.nn.optim import ascent_step, check_schedule, make_optimizer
 from bench.workloads.method import Method, register
 
 
@@ -30,11 +30,16 @@ class PersistentContrastiveDivergence(Method):
         super().__init__(model, **hparams)
         if self.k < 1:
             raise ConfigError(f"k={self.k!r} in method 'pcd': the number of Gibbs sweeps must be >= 1")
-        self.opt = AnnealedSGD(model.parameters(), self.lr, self.momentum, self.anneal_updates)
+        self.schedule = "linear" if self.anneal_updates else "constant"
+        check_schedule(self.schedule, anneal_updates=self.anneal_updates)
+        self.opt = make_optimizer(model.parameters(), "sgd", self.lr, momentum=self.momentum)
+        self.updates = 0
         self.chains: Tensor | None = None  # (R, B, D) fantasy particles
 
     def step(self, x: Tensor) -> dict[str, Tensor]:
         self.chains = self.model.gibbs(x if self.chains is None else self.chains, self.k)
         gap = self.model.free_energy_gap(x, self.chains)
-        self.opt.descend(gap)
+        ascent_step(self.opt, -gap, x.shape[1], lr=self.lr, schedule=self.schedule, updates=self.updates,
+                    anneal_updates=self.anneal_updates)
+        self.updates += 1
         return {"free_energy_gap": gap.detach()}

@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from bench.core.errors import ConfigError
 from bench.engine.methods import get_method
 from bench.estimators.ais import ais_log_partition, salakhutdinov_murray_betas
 from bench.models.rbm import RBM
@@ -248,3 +249,12 @@ def test_a_seed_alone_equals_the_seed_beside_another(method):
         runs[len(seeds)] = (model.weight.detach()[-1], log_z[-1])
     torch.testing.assert_close(runs[1][0], runs[2][0], rtol=0, atol=1e-5)
     torch.testing.assert_close(runs[1][1], runs[2][1], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["cd", "pcd"])
+def test_hyper_parameters_are_validated(method):
+    model = RBM([6, 3], seeds=[0])
+    with pytest.raises(ConfigError, match="number of Gibbs sweeps"):
+        get_method(method)(model, lr=0.1, k=0, momentum=0.0, anneal_updates=0)
+    with pytest.raises(ConfigError, match="needs anneal_updates > 0"):
+        get_method(method)(model, lr=0.1, k=1, momentum=0.0, anneal_updates=-1)

@@ -20,7 +20,7 @@ from bench.models.helmholtz import HelmholtzMachine
 from bench.models.vae import VAE
 from bench.nn import noise
 from bench.nn.bernoulli import bernoulli_log_prob, sample_bernoulli
-from bench.nn.optim import make_optimizer
+from bench.nn.optim import ascent_step, make_optimizer
 
 SEEDS = [3, 8]
 
@@ -109,14 +109,14 @@ def test_one_encoding_analytic_kl_elbo_equals_two_encodings_on_the_same_draws():
         torch.testing.assert_close(elbo, ref, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(_grads(elbo, params), _grads(ref, params), rtol=1e-10, atol=1e-12)
     model = VAE([6, 3], [[5]], seeds=SEEDS).double()
-    q = model.encode(x)
-    ref = kl_divergence(q, Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale))).sum(-1)
+    mean, log_sigma = model.q[0](x)
+    ref = kl_divergence(Normal(mean, log_sigma.exp()), Normal(torch.zeros_like(mean), torch.ones_like(mean))).sum(-1)
     torch.testing.assert_close(model.kl(x), ref, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name, reference", [
     ("momentum_ema", lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.95, dampening=0.95, fused=False)),
-    ("sgd", lambda ps: torch.optim.SGD(ps, lr=0.1, fused=False)),
+    ("sgd", lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.5, fused=False)),
     ("adam", lambda ps: torch.optim.Adam(ps, lr=0.1, betas=(0.99, 0.999), eps=1e-4, fused=False)),
     ("adagrad", lambda ps: torch.optim.Adagrad(ps, lr=0.1, eps=1e-4, fused=False)),
 ])
@@ -126,7 +126,7 @@ def test_fused_optimizers_make_torchs_default_update(name, reference):
     g = torch.Generator().manual_seed(0)
     start = [torch.randn(2, 5, 4, generator=g, dtype=torch.float64), torch.randn(2, 5, generator=g, dtype=torch.float64)]
     ours, ref = ([torch.nn.Parameter(t.clone()) for t in start] for _ in range(2))
-    opt = make_optimizer(ours, name, 0.1, beta1=0.99, eps=1e-4)
+    opt = make_optimizer(ours, name, 0.1, beta1=0.99, eps=1e-4, momentum=0.5)
     assert opt.defaults["fused"]
     ref_opt = reference(ref)
     for step in range(5):
@@ -138,3 +138,26 @@ def test_fused_optimizers_make_torchs_default_update(name, reference):
         ref_opt.step()
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-14)
     assert all(not torch.equal(p, t) for p, t in zip(ours, start))
+
+
+def test_linear_schedule_makes_torchs_linear_lr_update():
+    """ascent_step with the 'linear' schedule over 4 updates, then 2 more: the rates are
+    lr (1 - t/4), then 0, and the parameters those of torch's SGD with momentum driven by its
+    LinearLR scheduler (descending the negated objective) from the same objectives, to float64
+    rounding (LinearLR computes the rate recursively, so it may differ in the last bit)."""
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(2, 5, 4, generator=g, dtype=torch.float64)
+    ours, ref = (torch.nn.Parameter(start.clone()) for _ in range(2))
+    opt = make_optimizer([ours], "sgd", 0.3, momentum=0.5)
+    ref_opt = torch.optim.SGD([ref], lr=0.3, momentum=0.5, fused=False)
+    schedule = torch.optim.lr_scheduler.LinearLR(ref_opt, 1.0, 0.0, 4)
+    for t in range(6):
+        c = torch.randn(start.shape, generator=g, dtype=torch.float64)
+        ascent_step(opt, (ours * c).flatten(1).sum(1), 3, lr=0.3, schedule="linear", updates=t, anneal_updates=4)
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.3 * max(0, 4 - t) / 4, rel=1e-15, abs=0)
+        ref_opt.zero_grad()
+        (-(ref * c).sum()).backward()
+        ref_opt.step()
+        schedule.step()
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-14)
+    assert not torch.equal(ours, start)

@@ -27,7 +27,6 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Normal
 
 from bench.models import register_family
 from bench.nn import noise
@@ -80,12 +79,6 @@ def gaussian_sample(mean: Tensor, log_sigma: Tensor, k: int | None = None) -> tu
     if k is not None:
         mean, log_sigma = mean.unsqueeze(1), log_sigma.unsqueeze(1)
     return mean + log_sigma.exp() * eps, -(0.5 * eps.square() + log_sigma + HALF_LOG_2PI).sum(-1)
-
-
-def rsample(q: Normal, k: int) -> Tensor:
-    """k reparameterised samples per row of a (R, B, d) Gaussian: (R, K, B, d) (the amortization
-    analysis's encoder q and locally fitted q*, bench.estimators.amortization)."""
-    return q.loc.unsqueeze(1) + q.scale.unsqueeze(1) * _standard_noise(q.loc, k)
 
 
 class GaussianLayer(nn.Module):
@@ -263,11 +256,6 @@ class VAE(GaussianLatentModel):
 
     def generative_parameters(self) -> list[nn.Parameter]:
         return list(self.p.parameters()) + list(self.data.parameters())
-
-    def encode(self, x: Tensor) -> Normal:
-        """q(z1 | x), batch shape (R, B, z1)."""
-        mean, log_sigma = self.q[0](x)
-        return Normal(mean, log_sigma.exp(), validate_args=False)
 
     def sample_q(self, x: Tensor, k: int) -> tuple[list[Tensor], Tensor]:
         z, log_q = gaussian_sample(*self.q[0](x), k)

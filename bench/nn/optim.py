@@ -1,6 +1,6 @@
-"""Optimizers by name, as the papers used them, and the learning-rate schedule and ascent step of
-the Gaussian-latent methods (methods/vae.py, iwae.py, dlgm.py, ws_continuous.py). All act
-element-wise, so replicas stay independent."""
+"""Optimizers by name, as the papers used them, and the learning-rate schedules and ascent step of
+the Gaussian-latent methods (methods/vae.py, iwae.py, dlgm.py, ws_continuous.py) and the RBM
+methods (methods/cd.py, pcd.py). All act element-wise, so replicas stay independent."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from bench.core.errors import unknown
+from bench.core.errors import ConfigError, unknown
 
 OPTIMIZERS = ("momentum_ema", "sgd", "adam", "adagrad")
 
@@ -18,11 +18,13 @@ FUSED_DEVICES = ("cpu", "cuda")  # where torch's fused optimizer kernels run
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], name: str, lr: float, beta: float = 0.95,
-                   beta1: float = 0.9, eps: float = 1e-8) -> torch.optim.Optimizer:
+                   beta1: float = 0.9, eps: float = 1e-8, momentum: float = 0.0) -> torch.optim.Optimizer:
     """`momentum_ema` is the RWS code's rule m <- beta*m + (1-beta)*lr*g, theta <- theta + m,
     which is torch SGD with momentum = dampening = beta (torch seeds the buffer with the first
-    gradient instead of (1-beta) times it; only the first step differs). `adam` takes beta1 and
-    eps (IWAE's code: 0.99 and 1e-4; the defaults are torch's); `adagrad` (AEVB, DLGM) takes eps.
+    gradient instead of (1-beta) times it; only the first step differs). `sgd` takes momentum,
+    heavy-ball m <- momentum*m + g, theta <- theta - lr*m (torch's SGD; CD/PCD, Tieleman 2008;
+    0: plain SGD). `adam` takes beta1 and eps (IWAE's code: 0.99 and 1e-4; the defaults are
+    torch's); `adagrad` (AEVB, DLGM) takes eps.
 
     Parameters on a CPU or a CUDA device get torch's fused kernel (one pass over each parameter,
     the whole update in one loop, instead of one kernel per operation and parameter): the same
@@ -32,7 +34,7 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], name: str, lr: float, b
     if name == "momentum_ema":
         return torch.optim.SGD(params, lr=lr, momentum=beta, dampening=beta, **fused)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, **fused)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, **fused)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=(beta1, 0.999), eps=eps, **fused)
     if name == "adagrad":
@@ -40,8 +42,9 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], name: str, lr: float, b
     raise unknown("optimizer", name, OPTIMIZERS)
 
 
-# --------------------------------------------------------------------------- Gaussian-latent methods
-SCHEDULES = ("constant", "iwae")
+# --------------------------------------------------------------------------- learning-rate schedules
+SCHEDULES = ("constant", "iwae")  # the Gaussian-latent methods' `schedule` choices
+ALL_SCHEDULES = (*SCHEDULES, "linear")  # and CD/PCD's linear annealing (their anneal_updates)
 
 
 def iwae_learning_rate(lr: float, epoch: float) -> float:
@@ -55,18 +58,29 @@ def iwae_learning_rate(lr: float, epoch: float) -> float:
     return lr * round(10.0 ** (1 - stage / 7), 1) / 10
 
 
-def check_schedule(schedule: str, epoch_size: int) -> None:
-    """Validate a learning-rate schedule name ('constant' or 'iwae'); 'iwae' counts examples, so it
-    needs ``epoch_size``, the number of training examples."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule {schedule!r}; use one of {SCHEDULES}")
+def linear_learning_rate(lr: float, update: int, anneal_updates: int) -> float:
+    """lr * max(0, 1 - update / anneal_updates) for update t = 0, 1, ...: a rate that decays
+    linearly to 0 over ``anneal_updates`` updates and stays there (Tieleman, ICML 2008, trains RBMs
+    by CD and PCD with such a schedule)."""
+    return lr * max(0.0, 1.0 - update / anneal_updates)
+
+
+def check_schedule(schedule: str, epoch_size: int = 0, anneal_updates: int = 0) -> None:
+    """Validate a learning-rate schedule name (ALL_SCHEDULES: 'constant', 'iwae' or 'linear');
+    'iwae' counts examples, so it needs ``epoch_size`` > 0, the number of training examples;
+    'linear' needs ``anneal_updates`` > 0. Raises ConfigError."""
+    if schedule not in ALL_SCHEDULES:
+        raise ConfigError(f"schedule {schedule!r}; use one of {ALL_SCHEDULES}")
     if schedule == "iwae" and epoch_size <= 0:
-        raise ValueError("schedule 'iwae' needs epoch_size, the number of training examples")
+        raise ConfigError("schedule 'iwae' needs epoch_size, the number of training examples")
+    if schedule == "linear" and anneal_updates <= 0:
+        raise ConfigError(f"schedule 'linear' needs anneal_updates > 0, the number of updates over which the "
+                          f"rate decays to 0; got {anneal_updates!r}")
 
 
 def ascent_step(opt: torch.optim.Optimizer, objective: Tensor, batch_size: int, *, lr: float,
-                schedule: str = "constant", examples: int = 0, epoch_size: int = 0,
-                weight_decay: float = 0.0, decayed: Iterable[Tensor] = ()) -> None:
+                schedule: str = "constant", examples: int = 0, epoch_size: int = 0, updates: int = 0,
+                anneal_updates: int = 0, weight_decay: float = 0.0, decayed: Iterable[Tensor] = ()) -> None:
     """One optimizer step that *ascends* ``objective`` (R,), per replica the sum over a minibatch of
     ``batch_size`` examples of the per-example bound, minus the weight-decay prior on ``decayed``
     (the generative parameters theta, each with the replica axis first):
@@ -77,10 +91,13 @@ def ascent_step(opt: torch.optim.Optimizer, objective: Tensor, batch_size: int, 
     Welling 2014, Sec. 5) or of the DLGM's Gaussian prior (kappa = N * weight_decay; Rezende et al.
     2014). With ``schedule`` 'iwae' the learning rate is first set to
     ``iwae_learning_rate(lr, examples / epoch_size)``, ``examples`` the number of training examples
-    seen before this step; 'constant' leaves the optimizer's rate alone."""
-    if schedule == "iwae":
+    seen before this step; with 'linear', to ``linear_learning_rate(lr, updates, anneal_updates)``,
+    ``updates`` the number of steps before this one; 'constant' leaves the optimizer's rate alone."""
+    if schedule != "constant":
+        rate = (iwae_learning_rate(lr, examples / epoch_size) if schedule == "iwae"
+                else linear_learning_rate(lr, updates, anneal_updates))
         for group in opt.param_groups:
-            group["lr"] = iwae_learning_rate(lr, examples / epoch_size)
+            group["lr"] = rate
     if weight_decay:
         decay = sum(p.square().flatten(1).sum(1) for p in decayed)
         objective = objective - 0.5 * weight_decay * batch_size * decay

@@ -45,6 +45,23 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int = 5, warm
     return statistics.median(times)
 
 
+def interleaved_medians(configs: dict[str, tuple[Callable[[], Callable[[], object]], int]], device: torch.device,
+                        rounds: int = 3, warmup: int = 3) -> dict[str, float]:
+    """Median seconds per call of each label's step over `rounds` interleaved rounds. configs maps a
+    label to (make, n): make() builds the method afresh from the same initial state and returns its
+    step; each round takes `warmup` steps, then times the next n (a period that holds one refresh
+    of a cached curvature, say) and divides by n. Labels take turns (round-robin), so load from
+    other processes on a shared machine hits all of them alike."""
+    times: dict[str, list[float]] = {label: [] for label in configs}
+    for _ in range(rounds):
+        for label, (make, n) in configs.items():
+            step = make()
+            for _ in range(warmup):
+                step()
+            times[label].append(timed(lambda: [step() for _ in range(n)], device, repeats=1, warmup=0) / n)
+    return {label: statistics.median(ts) for label, ts in times.items()}
+
+
 def binary_batch(r: int, b: int, d: int, device: torch.device) -> torch.Tensor:
     return (torch.rand(r, b, d, device=device) < 0.15).float()
 

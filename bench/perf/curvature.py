@@ -11,14 +11,14 @@ paper promises that a K-FAC step costs at most "several times" an SGD step; our 
 
 from __future__ import annotations
 
-import statistics
+from functools import partial
 
 import torch
 
 from bench.engine import data
 from bench.engine.methods import get_method
 from bench.models.mlp import MLP
-from bench.perf import benchmark, timed
+from bench.perf import benchmark, interleaved_medians
 
 LAYERS = [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
 ACTIVATIONS = ["sigmoid"] * 3 + ["linear"] + ["sigmoid"] * 3
@@ -56,19 +56,13 @@ def kfac_step_cost(device: torch.device) -> list[str]:
         "FOOF (inverse every 20 steps)": ("foof", {"inverse_every": PERIOD, "lr": 0.01, "damping": 1.0}, PERIOD),
         "FOOF (inverse every step, Benzing's script default)": ("foof", {"inverse_every": 1, "lr": 0.01, "damping": 1.0}, 5),
     }
-    rounds: dict[str, list[float]] = {label: [] for label in configs}
     flushed = torch.set_flush_denormal(True)
     try:
-        for _ in range(3):
-            for label, (name, hp, steps) in configs.items():
-                method = _method(name, device, **hp)
-                for _ in range(3):
-                    method.step(x)
-                rounds[label].append(timed(lambda: [method.step(x) for _ in range(steps)], device, repeats=1, warmup=0) / steps)
+        times = interleaved_medians({label: (lambda name=name, hp=hp: partial(_method(name, device, **hp).step, x), steps)
+                                     for label, (name, hp, steps) in configs.items()}, device)
     finally:
         if flushed:
             torch.set_flush_denormal(False)
-    times = {label: statistics.median(ts) for label, ts in rounds.items()}
     base = times["SGD (Nesterov momentum)"]
     lines = [f"deep autoencoder {'-'.join(map(str, LAYERS))}, MNIST, B=1000, R=1, {torch.get_num_threads()} threads;"
              f" ms per step (amortized over its inversion period), median of 3 interleaved rounds"]
