@@ -249,3 +249,17 @@ def test_intervals_cover_at_their_nominal_level_with_five_seeds():
     assert _coverage(mean_ci, lambda r: (r.normal(-90, 2, 5),), -90) >= 0.93
     assert _coverage(difference_ci, lambda r: (r.normal(-90, 1, 5), r.normal(-92, 3, 5)), 2.0) >= 0.93
     assert _coverage(ratio_ci, lambda r: (r.normal(30, 3, 5), r.normal(60, 6, 5)), 0.5) >= 0.93
+
+
+def test_a_final_evaluation_repeating_the_last_curve_point_counts_each_seed_once():
+    """Classifiers are evaluated at K = 1 both on the curve and finally, at the same last step: the
+    seed's two rows are one seed, so the interval is the one of three values, not of six."""
+    from bench.claims.stats import final_values
+
+    curves = _curves({"A": [-90.0, -91.0, -89.5], "B": [-95.0, -94.0, -95.5]})
+    last = curves[(curves.step == 100) & (curves.eval_k == 100)]
+    twice = pd.concat([curves, last])
+    finals = final_values(twice, METRIC)
+    assert finals.groupby("label").size().to_dict() == {"A": 3, "B": 3}
+    rule = {"rule": "better", "pairs": [["A", "B"]], "margin": 0.0}
+    assert verdict(twice, rule, METRIC, [], "quick")["numbers"] == verdict(curves, rule, METRIC, [], "quick")["numbers"]

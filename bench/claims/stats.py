@@ -105,17 +105,22 @@ def _zero_width(lo: float, hi: float) -> bool:
 
 # --------------------------------------------------------------------------- per-method summaries
 def final_values(curves: pd.DataFrame, metric: dict[str, Any]) -> pd.DataFrame:
-    """label, seed, value: the metric at each seed's last evaluation with the largest K."""
+    """label, seed, value: the metric at each seed's last evaluation with the largest K, one row per
+    seed. Where the final evaluation repeats the learning curve's last one (same step, split and K,
+    as for classifiers evaluated at K = 1), the seed's estimates are averaged: they are one seed,
+    and counting them twice would narrow every interval."""
     rows = curves[(curves.split == metric["split"]) & (curves.metric == metric["name"])]
     rows = rows[rows.eval_k == rows.groupby(["label", "seed"]).eval_k.transform("max")]
     last = rows[rows.step == rows.groupby(["label", "seed"]).step.transform("max")]
-    return last[["label", "seed", "value", "eval_k"]].reset_index(drop=True)
+    return last.groupby(["label", "seed", "eval_k"], as_index=False, sort=False).value.mean()[
+        ["label", "seed", "value", "eval_k"]]
 
 
 def curve_rows(curves: pd.DataFrame, split: str, name: str) -> pd.DataFrame:
-    """The learning curve of one metric: rows at the curve K (the smallest K evaluated at step 0)."""
+    """The learning curve of one metric: rows at the curve K (the smallest K evaluated at the
+    label's first evaluation: step 0, or the end for an analysis of the trained model only)."""
     rows = curves[(curves.split == split) & (curves.metric == name)]
-    curve_k = rows[rows.step == 0].groupby("label").eval_k.min()
+    curve_k = rows[rows.step == rows.groupby("label").step.transform("min")].groupby("label").eval_k.min()
     return rows[rows.eval_k == rows.label.map(curve_k)]
 
 

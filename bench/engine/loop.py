@@ -163,11 +163,13 @@ class Loop:
                 self.rows.append({**base, **self.clock, "seed": seed, "split": split, "metric": metric,
                                   "eval_k": eval_k, "value": float(values[r])})
 
-    def evaluate(self, k: int, splits: tuple[str, ...]) -> float:
+    def evaluate(self, k: int, splits: tuple[str, ...], final: bool = False) -> float:
         """Record every metric on the given splits; return the last split's mean 'll'. A replica
         with a non-finite metric, or whose workload metric has blown up (worse than its first
         evaluation by more than BLOW_UP - 1 times that value's magnitude), is marked diverged at
-        this step: its last good step is the previous one, and it records nothing more."""
+        this step: its last good step is the previous one, and it records nothing more. `final`:
+        the run's last evaluation, which adds the workload's analyses of the trained model
+        (Workload.final_metrics, e.g. Keskar's sharpness)."""
         r = len(self.spec.seeds)
         health_metric, higher_is_better = self.workload.tuning_metric
         shown, bad = float("nan"), torch.zeros(r, dtype=torch.bool)
@@ -175,7 +177,8 @@ class Loop:
             for split in splits:
                 xs, ys = self.eval_sets[split]
                 xr, yr = xs.unsqueeze(0).expand(r, -1, -1), None if ys is None else ys.unsqueeze(0).expand(r, -1)
-                for metric, values in self.workload.evaluate(self.model, self.method, xr, k, yr).items():
+                metrics = self.workload.evaluate(self.model, self.method, xr, k, yr, final_split=split if final else None)
+                for metric, values in metrics.items():
                     self._record(split, metric, k, values)
                     values = values.detach().double().cpu()
                     bad |= ~torch.isfinite(values.reshape(r, -1)).all(-1)
@@ -257,7 +260,7 @@ class Loop:
         if self.alive.any() and spec.final_eval_k >= STABILITY_DIVISOR:  # the estimate's stability in K
             self.evaluate(spec.final_eval_k // STABILITY_DIVISOR, spec.final_eval_splits)
         if self.alive.any():
-            self.evaluate(spec.final_eval_k, spec.final_eval_splits)
+            self.evaluate(spec.final_eval_k, spec.final_eval_splits, final=True)
         seeds = {
             str(seed): ({"status": "ok"} if self.diverged_at[i] is None
                         else {"status": "diverged", "diverged_at_step": self.diverged_at[i],

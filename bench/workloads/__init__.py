@@ -53,9 +53,20 @@ class Workload:
         """The standard metrics on x (R, N, D) (labels y (R, N) or None) with k samples: name -> (R,)."""
         raise NotImplementedError
 
-    def evaluate(self, model: nn.Module, method: Method, x: Tensor, k: int, y: Tensor | None = None) -> dict[str, Tensor]:
-        """Standard metrics, then the method's additions (which may not reuse a standard name)."""
+    def final_metrics(self, model: nn.Module, x: Tensor, y: Tensor | None, split: str) -> dict[str, Tensor]:
+        """Analyses of the trained model too costly for the learning curve (Keskar's sharpness),
+        computed once, in the final evaluation of `split`, on x (R, N, D) (labels y (R, N) or None):
+        name -> (R,). None by default."""
+        return {}
+
+    def evaluate(self, model: nn.Module, method: Method, x: Tensor, k: int, y: Tensor | None = None,
+                 final_split: str | None = None) -> dict[str, Tensor]:
+        """Standard metrics, then, in the final evaluation of split `final_split` (None on the
+        learning curve), the final analyses, then the method's additions (which may not reuse a
+        standard name)."""
         out = self.metrics(model, method, x, k, y)
+        if final_split is not None:
+            out |= self.final_metrics(model, x, y, final_split)
         extra = method.extra_metrics(x, k, y)
         clash = sorted(set(out) & set(extra))
         if clash:

@@ -8,13 +8,21 @@ classifiers the misclassification rate; classifiers also report 'ece', the expec
 error of the top label (`expected_calibration_error`: 15 equal-width bins, l1). Health: a training
 objective that blows up beyond 10x its start, or a training loss pinned near 0 (under 0.1% of its
 start: the training set is memorised, saturated).
+
+Final analyses (`final_metrics`), once at the end of a run whose `final_eval_splits` name 'train':
+Keskar et al.'s sharpness (ICLR 2017, eq. 4; bench.estimators.sharpness) of the training loss
+f = mean -log p(t | x) (no weight cost) over the first SHARPNESS_EXAMPLES evaluated training
+examples, in the full parameter space (A = I), for each eps of SHARPNESS_EPS ('sharpness_1e-3',
+'sharpness_5e-4', percent), with L-BFGS-B limited to Keskar's 10 iterations, in float64, per replica.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.func import functional_call
 
+from bench.estimators.sharpness import Loss, sharpness
 from bench.models.mlp import MLP
 from bench.workloads import Workload, register_workload
 from bench.workloads.health import Check, blow_up, pinned_at_zero
@@ -22,6 +30,8 @@ from bench.workloads.method import Method
 
 EVAL_CHUNK = 2000
 ECE_BINS = 15  # Guo et al. (2017) and torchmetrics' default
+SHARPNESS_EPS = {"sharpness_1e-3": 1e-3, "sharpness_5e-4": 5e-4}  # Keskar et al.'s two box sizes
+SHARPNESS_EXAMPLES = 1000  # the fixed subset of training examples the sharpness is measured on
 
 
 def expected_calibration_error(confidence: Tensor, correct: Tensor, bins: int = ECE_BINS) -> Tensor:
@@ -40,6 +50,23 @@ def expected_calibration_error(confidence: Tensor, correct: Tensor, bins: int = 
     gap = torch.zeros(confidence.shape[0], bins + 1, dtype=confidence.dtype, device=confidence.device)
     gap.scatter_add_(1, index, correct.to(confidence.dtype) - confidence)
     return gap.abs().sum(1) / confidence.shape[1]
+
+
+def replica_loss(model: MLP, r: int, x: Tensor, y: Tensor | None) -> tuple[Loss, Tensor]:
+    """Replica r's training loss as a function of its flat float64 parameters: (f, theta_r) with
+    f(theta) = mean_n -log p(t_n | x_n; theta) over x (N, D) (labels y (N,) or None), theta (P,)
+    the replica's weights and biases in `model.named_parameters()` order."""
+    names, shapes = zip(*((name, p.shape[1:]) for name, p in model.named_parameters()))
+    theta = torch.cat([p[r].detach().double().flatten() for _, p in model.named_parameters()])
+    x64 = x.double().unsqueeze(0)
+    t = model.target(x64, None if y is None else y.unsqueeze(0))
+    sizes = [s.numel() for s in shapes]
+
+    def f(vector: Tensor) -> Tensor:
+        params = {name: v.view(1, *shape) for name, v, shape in zip(names, vector.split(sizes), shapes)}
+        return model.nll(functional_call(model, params, (x64,)), t).mean()
+
+    return f, theta
 
 
 @register_workload("mlp")
@@ -72,4 +99,18 @@ class MLPWorkload(Workload):
         out = {name: value / n for name, value in total.items()}
         if model.loss == "categorical":
             out["ece"] = expected_calibration_error(torch.cat(confidence, 1), torch.cat(correct, 1))
+        return out
+
+    def final_metrics(self, model: MLP, x: Tensor, y: Tensor | None, split: str) -> dict[str, Tensor]:
+        """Keskar's sharpness (percent) of each replica's training loss on the first
+        SHARPNESS_EXAMPLES examples of x (R, N, D), at each eps of SHARPNESS_EPS: name -> (R,);
+        nothing on splits other than 'train'."""
+        if split != "train":
+            return {}
+        n = SHARPNESS_EXAMPLES
+        out = {name: torch.empty(model.replicas, dtype=torch.float64) for name in SHARPNESS_EPS}
+        for r in range(model.replicas):
+            f, theta = replica_loss(model, r, x[r, :n], None if y is None else y[r, :n])
+            for name, eps in SHARPNESS_EPS.items():
+                out[name][r] = sharpness(f, theta, eps).value
         return out
