@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+# The report, tuning-search and benchmark modules (matplotlib, seaborn, scipy.stats) are imported by
+# the commands that use them: the workflow starts one process per run, and each would pay ~1.4 s.
 import argparse
 import json
 import sys
@@ -26,16 +28,12 @@ from pydantic import ValidationError
 import methods
 from bench.claims.catalog import check_profile, get_claim, load_claims, plan_all
 from bench.claims.schema import hparams_model
-from bench.claims.tune import parse_grid, tune
 from bench.claims.tuning import evaluation_spec, read_selection, select, selection_words
 from bench.core.errors import ClaimbenchError, ConfigError
 from bench.core.layout import checkpoint_dir, run_dir
 from bench.core.spec import RunSpec, parse_scalar
 from bench.engine import data, train
 from bench.engine.methods import all_methods, get_method, resolve_hparams
-from bench.perf import estimate as cost
-from bench.perf import run_benchmarks
-from bench.report.verdicts import evaluate_claim, write_report, write_summary
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "method.py.txt"
 
@@ -189,6 +187,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
     plans = [plan for plan in plan_all(args.profile) if not args.claims or plan.claim.id in args.claims]
     results = Path(args.root) / "results"
     if args.estimate:  # the profile's cost, measured here (bench/perf/estimate.py)
+        from bench.perf import estimate as cost
+
         est = cost.estimate(plans, results, share=args.share, log=lambda line: print(line, file=sys.stderr, flush=True))
         print(cost.table(est))
         if args.estimate_out:
@@ -218,12 +218,16 @@ def cmd_select(args: argparse.Namespace) -> None:
 
 
 def cmd_verdict(args: argparse.Namespace) -> None:
+    from bench.report.verdicts import evaluate_claim
+
     check_profile(args.profile)
     outcome = evaluate_claim(get_claim(args.claim), args.profile, Path(args.root))
     print(f"{args.claim} [{args.profile}]: {outcome['verdict']} -- {outcome['detail']}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from bench.report.verdicts import write_report, write_summary
+
     check_profile(args.profile)
     write_summary(Path(args.root), args.profile)
     print(f"wrote {write_report(Path(args.root), args.profile)}")
@@ -234,11 +238,15 @@ def cmd_fetch(args: argparse.Namespace) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
+    from bench.claims.tune import parse_grid, tune
+
     table = tune(args.claim, args.label, args.profile, args.updates, parse_grid(args.grid), args.jobs, Path(args.results))
     print(table.to_string(index=False))
 
 
 def cmd_perf(args: argparse.Namespace) -> None:
+    from bench.perf import run_benchmarks
+
     run_benchmarks(args.names, args.device, Path(args.out))
 
 

@@ -14,7 +14,7 @@ Evaluation adds, beside the harness's 'll' (IS estimate of the directed model's 
 * 'll_star': log p*(x) = log p~*(x) - log Z^2, with log p~*(x) = 2 [logsumexp_k(1/2 log w_k) - log K]
   (the code's `log_psx`) and Z^2 estimated from `z_samples` dreams (bench.estimators.bihm_log_z2);
 * 'log_z2': that estimate (Z^2 <= 1, so log p*(x) >= log p~*(x));
-* 'll_star_exact': exact log p*(x) by enumeration, for the toy networks.
+* 'll_star_exact': exact log p*(x) by enumeration, for the 3x3 lines toy (bench.estimators.sbn.bihm_metrics).
 """
 
 from __future__ import annotations

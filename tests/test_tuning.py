@@ -302,3 +302,12 @@ def test_carve_valid_takes_the_last_rows_of_the_training_subset(data_dir, train_
     assert x_train.shape[0] == n - carve
     np.testing.assert_array_equal(x_train, raw["train"][:n - carve])
     np.testing.assert_array_equal(split["test"][0].numpy(), raw["test"])  # other splits untouched
+
+
+def test_a_method_with_no_knob_is_evaluated_at_its_base_configuration_without_a_tuning_run(monkeypatch, tmp_path):
+    base = base_of("mob-more-components-help", "EM K=10")
+    fake = FakeTrain({})
+    selection = fake_select(monkeypatch, tmp_path, base, fake)
+    assert fake.specs == [] and selection["points"] == [] and selection["chosen"] == {}
+    assert not selection["all_diverged"] and tuning.tuned_spec(selection) == base
+    assert tuning.selection_words(selection) == "nothing to tune (the method declares no knob)"

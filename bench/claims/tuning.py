@@ -51,7 +51,8 @@ def knobs(base: RunSpec) -> tuple[str, ...]:
 
 def grid(base: RunSpec, configs: int) -> list[dict[str, float]]:
     """The initial grid: per knob m = round(configs ** (1 / n_knobs)) log-spaced values centred on
-    the base value, STEP decades apart (a method with no knob: the base configuration alone)."""
+    the base value, STEP decades apart (a method with no knob: the base configuration alone, which
+    `select` does not train: there is nothing to choose)."""
     names = knobs(base)
     if not names:
         return [{}]
@@ -137,19 +138,22 @@ def select(base: RunSpec, results_root: Path = Path("results"), threads: int = 1
     """Run the grid (and its one widening), choose, write and return the selection."""
     names = knobs(base)
     metric, better = workload_for(base.model["family"]).tuning_metric
-    rows = _run_points(grid(base, CONFIGS[base.profile]), base, results_root, metric, better, threads)
-    best = _best(rows, better)
-    edges = _edges(rows, best, names)
-    widened = []
-    for name, side in edges.items():
-        values = sorted({r[name] for r in rows})
-        beyond = values[0] / 10 ** STEP if side == "low" else values[-1] * 10 ** STEP
-        widened.append({**{n: best[n] for n in names}, name: float(f"{beyond:.6g}")})
-    if widened:
-        rows += _run_points(widened, base, results_root, metric, better, threads)
+    rows: list[dict[str, Any]] = []
+    widened: list[dict[str, float]] = []
+    chosen: dict[str, float] = {}
+    still: dict[str, str] = {}
+    if names:  # a method with no knob (EM) has nothing to search: its base configuration is evaluated, untrained here
+        rows = _run_points(grid(base, CONFIGS[base.profile]), base, results_root, metric, better, threads)
         best = _best(rows, better)
-    still = _edges(rows, best, names)
-    chosen = {name: best[name] for name in names}
+        for name, side in _edges(rows, best, names).items():
+            values = sorted({r[name] for r in rows})
+            beyond = values[0] / 10 ** STEP if side == "low" else values[-1] * 10 ** STEP
+            widened.append({**{n: best[n] for n in names}, name: float(f"{beyond:.6g}")})
+        if widened:
+            rows += _run_points(widened, base, results_root, metric, better, threads)
+            best = _best(rows, better)
+        still = _edges(rows, best, names)
+        chosen = {name: best[name] for name in names}
     evaluation = replace(base, hparams={**base.hparams, **chosen})
     selection = {
         "base_run_id": base.run_id, "method": base.method, "knobs": list(names), "metric": metric,
@@ -158,7 +162,7 @@ def select(base: RunSpec, results_root: Path = Path("results"), threads: int = 1
         "points": [{k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in r.items()}
                    for r in rows],  # strict JSON: a diverged point's score is null
         "chosen": chosen, "widened": bool(widened),
-        "on_edge": still, "all_diverged": all(r["status"] != "ok" for r in rows),
+        "on_edge": still, "all_diverged": bool(rows) and all(r["status"] != "ok" for r in rows),
         "eval_run_id": evaluation.run_id, "eval_spec": evaluation.to_dict(),
     }
     out = tuning_selection(results_root, base.profile, base.run_id)

@@ -144,6 +144,9 @@ def _tuning_markdown(outcome: dict[str, Any]) -> str:
     rows = []
     knobs = list(dict.fromkeys(k for t in outcome["tuning"].values() for k in t["knobs"]))
     for label, t in outcome["tuning"].items():
+        if not t["points"]:  # a method with no knob: its base configuration, no tuning run
+            rows.append({"method": label, **{k: "—" for k in knobs}, f"validation {t['metric']}": "—",
+                         "status": "nothing to tune (no knob)", "chosen": "✔"})
         for point in t["points"]:
             chosen = all(point[k] == v for k, v in t["chosen"].items())
             rows.append({"method": label, **{k: f"{point[k]:g}" if k in point else "—" for k in knobs},
