@@ -82,13 +82,19 @@ checkpoint tune:
         "{PY} -m bench select --spec {params.spec:q} --threads {threads} --results {RESULTS} 2> {log}"
 
 
+EVAL_SPECS = {}  # run id -> tuned spec, from the selections written so far (read again on a miss)
+
+
 def evaluation_spec(run_id):
     """The tuned spec of an evaluation run, from the selection that named it."""
-    for base in BASES.values():
-        selection = read_selection(RESULTS, base)
-        if selection and selection["eval_run_id"] == run_id:
-            return RunSpec.from_dict(selection["eval_spec"])
-    raise ValueError(f"no tuning selection names run {run_id}")
+    if run_id not in EVAL_SPECS:
+        for base in BASES.values():
+            selection = read_selection(RESULTS, base)
+            if selection:
+                EVAL_SPECS[selection["eval_run_id"]] = RunSpec.from_dict(selection["eval_spec"])
+    if run_id not in EVAL_SPECS:
+        raise ValueError(f"no tuning selection names run {run_id}")
+    return EVAL_SPECS[run_id]
 
 
 def claim_runs(w):

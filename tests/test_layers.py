@@ -50,7 +50,15 @@ def test_the_layers_contract_holds_and_fails_on_an_injected_cycle(copy):
     assert "BROKEN" in broken.stdout and "bench.core.spec -> bench.engine.train" in broken.stdout, broken.stdout
 
 
-@pytest.mark.parametrize("path", _python_files("bench", "methods"), ids=lambda p: str(p.relative_to(ROOT)))
+# bench/cli.py, the top layer, which nothing imports, defers the report, tuning-search and benchmark
+# modules to the commands that use them: each workflow job is a process and would pay ~1.1 s for
+# them. import-linter still checks those imports, and no cycle can pass through a module that
+# nothing imports.
+DEFERRED_IMPORTS = {ROOT / "bench" / "cli.py"}
+
+
+@pytest.mark.parametrize("path", [p for p in _python_files("bench", "methods") if p not in DEFERRED_IMPORTS],
+                         ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_import_inside_a_function(path):
     """Imports live at the top of a module, so a cycle cannot hide inside a function."""
     tree = ast.parse(path.read_text())

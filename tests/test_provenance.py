@@ -56,3 +56,19 @@ def test_the_dirty_flag_ignores_the_workflows_own_outputs(tmp_path, monkeypatch)
     assert results.git_state()["dirty"] is False
     (tmp_path / "bench/x.py").write_text("v2")
     assert results.git_state()["dirty"] is True
+
+
+def test_a_source_files_imports_are_read_again_once_it_changes(tmp_path):
+    """The parse of a file's imports is memoised (the workflow asks for every run's sources after each
+    tuning job), keyed by the file's modification time, so an edit is still seen."""
+    import os
+
+    from bench.engine.methods import _imported_modules
+
+    module = tmp_path / "m.py"
+    module.write_text("import bench.core.spec\n")
+    assert _imported_modules(module) == {"bench.core.spec"}
+    module.write_text("import bench.core.spec\nfrom bench.engine import train\n")
+    stat = module.stat()
+    os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a later modification time
+    assert _imported_modules(module) == {"bench.core.spec", "bench.engine", "bench.engine.train"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import inspect
 from pathlib import Path
@@ -27,8 +28,16 @@ def resolve_hparams(cls: type[Method], overrides: dict[str, Any]) -> dict[str, A
     return {**cls.defaults, **overrides}
 
 
-def _imported_modules(path: Path) -> set[str]:
+def _imported_modules(path: Path) -> frozenset[str]:
     """The bench./methods. modules a source file imports at its top (statically, from its AST)."""
+    return _parsed_imports(path, path.stat().st_mtime_ns)
+
+
+@functools.cache
+def _parsed_imports(path: Path, mtime_ns: int) -> frozenset[str]:
+    """Memoised by the file's modification time: the workflow asks for a run's sources every time it
+    re-evaluates its plan (after each tuning job), and parsing every source of every run each time
+    cost the Snakemake process several CPU-minutes per catalogue."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -36,9 +45,10 @@ def _imported_modules(path: Path) -> set[str]:
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-    return {n for n in names if n.split(".")[0] in ("bench", "methods")}
+    return frozenset(n for n in names if n.split(".")[0] in ("bench", "methods"))
 
 
+@functools.cache
 def _module_file(name: str) -> Path | None:
     spec = importlib.util.find_spec(name) if name.split(".")[0] in ("bench", "methods") else None
     return Path(spec.origin).resolve() if spec and spec.origin and spec.origin.endswith(".py") else None
