@@ -16,7 +16,7 @@ from bench.engine import data
 
 
 def test_registered_files_load_with_expected_shapes(data_dir):
-    for name in ("binarized_mnist", "mnist", "caltech101_silhouettes_28", "uci_dna"):
+    for name in ("binarized_mnist", "mnist", "caltech101_silhouettes_28", "uci_dna", "dataset_free"):
         ds = data.load(name, download=False)
         assert {s: x.shape for s, x in ds.x.items()} == data.DATASETS[name].shapes
 

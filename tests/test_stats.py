@@ -85,6 +85,15 @@ def test_faster_to_target():
     assert verdict(c, swapped, METRIC, [], "quick")["verdict"] == "not reproduced"
 
 
+def test_faster_to_target_within_a_ratio():
+    """"B reaches A's level within r times A's epochs": B takes about 3.3x A's epochs (9.5 vs 2.85)."""
+    c = _curves({"A": [-90, -90, -90], "B": [-90, -90.1, -89.9]}, reach={"A": 3, "B": 10})
+    rule = {"rule": "faster_to_target", "pairs": [["B", "A"]], "tolerance": 0.5, "x": "epoch", "split": "valid"}
+    within_4 = verdict(c, {**rule, "ratio_below": 4.0}, METRIC, [], "quick")
+    assert within_4["verdict"] == "reproduced" and "(claimed below 4)" in within_4["detail"]
+    assert verdict(c, {**rule, "ratio_below": 3.0}, METRIC, [], "quick")["verdict"] == "not reproduced"
+
+
 def test_within_paper_only_at_paper_profile():
     c = _curves({"A": [-85.0, -85.2, -84.9]})
     rule = {"rule": "within_paper", "method": "A", "tolerance": 1.0}

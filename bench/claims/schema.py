@@ -70,7 +70,7 @@ RULES = {
     "better": {"pairs", "margin"},
     "ordering": {"order", "margin"},
     "equivalent": {"pairs", "margin"},
-    "faster_to_target": {"pairs", "tolerance", "x", "split"},
+    "faster_to_target": {"pairs", "tolerance", "x", "split", "ratio_below"},
     "within_paper": {"method", "tolerance"},
     "threshold": {"method", "value"},
 }
@@ -327,11 +327,13 @@ class Equivalent(Strict):
 
 
 class FasterToTarget(Strict):
-    """Each pair's first label reaches its second's best (minus `tolerance`) sooner, along x."""
+    """Each pair's first label reaches its second's best (minus `tolerance`) sooner, along x (or, with
+    `ratio_below` r, in less than r times the second's x: "within 2x of b" is r = 2)."""
 
     rule: Literal["faster_to_target"]
     pairs: Pairs
     tolerance: NonNegative = 0.0
+    ratio_below: Annotated[float, Field(gt=0)] = 1.0  # "within 2x of b": a's x over b's x below 2
     x: Literal[X_AXES] = "epoch"  # type: ignore[valid-type]
     split: Split | None = None
 

@@ -23,8 +23,8 @@ inconclusive and the report says why.
   minus a tolerance; per seed, the first x (epochs, updates or train seconds) at which each
   method's curve reaches it (interpolated linearly between evaluation points, so the answer is
   not the evaluation grid); reproduced when a reaches it in every seed and the CI of
-  mean(x_a)/mean(x_b) lies below 1; not reproduced when a misses it in most seeds or the CI lies
-  at or above 1.
+  mean(x_a)/mean(x_b) lies below 1 (below ``ratio_below``, when the claim is "within r times b's
+  x"); not reproduced when a misses it in most seeds or the CI lies at or above that bound.
 * ``within_paper`` -- |ours - paper| <= tolerance against a number read in a primary source,
   at the paper profile only (a quick profile never claims a paper's number).
 A threshold or within-paper verdict on a method whose curve does not show convergence reads
@@ -276,7 +276,10 @@ def _faster_pair(curve: pd.DataFrame, a: str, b: str, v: dict[str, Any], sign: f
         return "not reproduced", detail, {"a": a, "b": b, "x": x, "ratio": None}
     ratio, lo, hi = ratio_ci(xa[hit_a], xb)
     detail += f", {xa[hit_a].mean():.3g} vs {xb.mean():.3g} {unit}, ratio {estimate_words(ratio, lo, hi)}"
-    decision = "reproduced" if hit_a.all() and hi < 1 else "not reproduced" if lo >= 1 else "inconclusive"
+    bound = v.get("ratio_below", 1.0)
+    if bound != 1.0:
+        detail += f" (claimed below {bound:g})"
+    decision = "reproduced" if hit_a.all() and hi < bound else "not reproduced" if lo >= bound else "inconclusive"
     if _zero_width(lo, hi):
         decision, detail = "inconclusive", detail + (", zero-width interval: every seed gave the same "
                                                      f"{unit} (e.g. one clock for all seeds), the seeds decide nothing")

@@ -170,6 +170,14 @@ def _generate_bars_4x4() -> dict[str, np.ndarray]:
     return out
 
 
+def _generate_dataset_free() -> dict[str, np.ndarray]:
+    """No data: the placeholder of a problem stated in the claim's model config (a Gibbs state to
+    prepare, bench/workloads/qhbm.py), whose methods ignore their batch. Five zero rows to train on
+    (one full-batch step per epoch, also after a tuning run carves one off as 'valid') and one to
+    evaluate on."""
+    return {"x_train": np.zeros((5, 1), np.uint8), "x_test": np.zeros((1, 1), np.uint8)}
+
+
 # --------------------------------------------------------------------------- registry
 _LAROCHELLE = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
 _LECUN = "http://yann.lecun.com/exdb/mnist/"
@@ -207,6 +215,12 @@ DATASETS: dict[str, DatasetSpec] = {
             description="4x4 bars (RWS paper's toy), generated",
             shapes={"train": (10000, 16), "valid": (1000, 16), "test": (10000, 16)},
             binary=True, originals=(), convert=None, generate=_generate_bars_4x4, image_shape=(4, 4),
+        ),
+        DatasetSpec(
+            name="dataset_free",
+            description="no data: the problem is stated in the model config (a Gibbs state to prepare); a placeholder batch",
+            shapes={"train": (5, 1), "test": (1, 1)},
+            binary=True, originals=(), convert=None, generate=_generate_dataset_free, image_shape=None,
         ),
         DatasetSpec(
             name="binarized_mnist",

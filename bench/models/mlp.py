@@ -63,6 +63,7 @@ class MLP(nn.Module):
         if init not in INITS:
             raise ValueError(f"init {init!r}; use one of {INITS}")
         self.layers, self.activations, self.loss, self.l2 = list(layers), acts + ["linear"], loss, float(l2)
+        self.init = init
         self.replicas = len(seeds)
         gens = noise.replica_generators(seeds)
         self.weights = nn.ParameterList(

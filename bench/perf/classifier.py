@@ -23,13 +23,16 @@ from bench.perf import benchmark, interleaved_medians
 LAYERS = [784, 256, 256, 10]
 BATCH = 100
 INNER_STEPS = 5  # Entropy-SGD's L in the quick claim (bench/claims/entropysgd.yaml)
+TRAIN_SIZE = 60000  # MNIST's training set: Bayes by backprop's KL weight 1/N
 
 
 def _step(name: str, x: torch.Tensor, y: torch.Tensor, device: torch.device, **hp):
     torch.manual_seed(0)
     model = MLP(LAYERS, seeds=[0], activations="relu", loss="categorical", init="kaiming").to(device)
     cls = get_method(name)
-    return partial(cls(model, **{**cls.defaults, **hp}).step, x, y)
+    method = cls(model, **{**cls.defaults, **hp})
+    method.prepare(TRAIN_SIZE)
+    return partial(method.step, x, y)
 
 
 def _mnist(device: torch.device, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,6 +54,9 @@ def classifier_step_cost(device: torch.device) -> list[str]:
         "LARS": ("lars", xb, yb, {}),
         "LAMB": ("lamb", xb, yb, {}),
         f"Entropy-SGD, one outer step (L={INNER_STEPS})": ("entropy_sgd", x, y, {"inner_steps": INNER_STEPS}),
+        "Bayes by backprop": ("bayes_by_backprop", xb, yb, {}),
+        "MC dropout (p = 0.5)": ("mc_dropout", xb, yb, {}),
+        "Deep ensemble, 5 members": ("deep_ensemble", xb, yb, {"members": 5}),
     }
     times = interleaved_medians({label: (partial(_step, name, xs, ys, device, **hp), 20)
                                  for label, (name, xs, ys, hp) in configs.items()}, device)

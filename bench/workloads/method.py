@@ -44,6 +44,11 @@ class Method:
         for key, value in self.hparams.items():
             setattr(self, key, value)
 
+    def prepare(self, train_size: int) -> None:
+        """Called once by the loop before the first step with N, the run's number of training
+        examples (after train_subset, and after a tuning run carves its validation split off).
+        Nothing by default; Bayes by backprop spreads its KL term over N."""
+
     def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         """One update on the minibatch x (R, B, D) (and labels y (R, B) for runs with labels).
         Return per-replica training scalars, shape (R,)."""
