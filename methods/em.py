@@ -5,8 +5,8 @@ One ``step`` is one E+M iteration on the minibatch it gets, x (R, B, D) binary; 
 the whole training set (batch_size = N), so one step is one iteration of batch EM:
 
 * E-step (eq 9.56): responsibilities gamma_nk = pi_k p(x_n | k) / sum_j pi_j p(x_n | j), from the
-  log-joint in float64 (logsumexp), accumulated over blocks of examples into N_k = sum_n gamma_nk
-  and S_kd = sum_n gamma_nk x_nd;
+  log-joint in float64 (logsumexp; bench.models.finite_mixture), accumulated over blocks of
+  examples into N_k = sum_n gamma_nk and S_kd = sum_n gamma_nk x_nd;
 * M-step: pi_k = N_k / N (eq 9.60) and, instead of the maximum-likelihood mean S_kd / N_k (eq 9.59),
   the MAP estimate under a Beta(1 + c, 1 + c) prior on every p_kd, c = ``pseudo_count``,
 
@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bench.core.errors import ConfigError
+from bench.models.finite_mixture import responsibilities
 from bench.models.mixture import CHUNK, BernoulliMixture
 from bench.workloads.method import Method, register
 
@@ -58,10 +59,8 @@ class EM(Method):
         sums = torch.zeros(r, model.components, d, dtype=torch.float64, device=x.device)  # S_kd
         for xc in x.split(CHUNK, dim=1):
             xc = xc.to(torch.float64)
-            log_joint = model.log_joint(xc)  # (R, n, K)
-            log_px = torch.logsumexp(log_joint, dim=-1, keepdim=True)
-            gamma = torch.exp(log_joint - log_px)  # E-step, eq 9.56
-            ll += log_px.sum((1, 2))
+            log_px, gamma = responsibilities(model.log_joint(xc))  # E-step, eq 9.56: (R, n), (R, n, K)
+            ll += log_px.sum(1)
             counts += gamma.sum(1)
             sums += torch.bmm(gamma.transpose(1, 2), xc)
         log_prior = c * (F.logsigmoid(model.pixel_logits) + F.logsigmoid(-model.pixel_logits)).sum((1, 2))

@@ -6,7 +6,7 @@ its principal coordinates z (R, B, P); the claims give it the whole training set
 so one step is one iteration of batch EM:
 
 * E-step (eq 9.23): responsibilities gamma_nk = pi_k N(z_n | mu_k, Sigma_k) / sum_j pi_j N(z_n | mu_j,
-  Sigma_j), from the log-joint in float64 (logsumexp);
+  Sigma_j), from the log-joint in float64 (logsumexp; bench.models.finite_mixture);
 * M-step: N_k = sum_n gamma_nk + 10 eps (eq 9.27, plus ten float64 machine epsilons, as
   scikit-learn, so that a component that wins no example keeps a finite mean), mu_k = sum_n
   gamma_nk z_n / N_k (eq 9.24), pi_k = N_k / sum_j N_j (eq 9.26) and
@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from bench.core.errors import ConfigError
+from bench.models.finite_mixture import responsibilities
 from bench.models.gaussian_mixture import CHUNK, GaussianMixture
 from bench.workloads.method import Method, register
 from bench.workloads.monotone import LargestDecrease
@@ -73,10 +74,8 @@ class GaussianMixtureEM(Method):
         means = torch.zeros_like(model.means)  # sum_n gamma_nk z_n, then mu_k
         second = torch.zeros_like(model.covariances)  # sum_n gamma_nk z_n z_n^T
         for zc in z.split(CHUNK, dim=1):
-            log_joint = model.log_joint(zc)  # (R, n, K)
-            log_px = torch.logsumexp(log_joint, dim=-1, keepdim=True)
-            gamma = torch.exp(log_joint - log_px)  # E-step, eq 9.23
-            ll += log_px.sum((1, 2))
+            log_px, gamma = responsibilities(model.log_joint(zc))  # E-step, eq 9.23: (R, n), (R, n, K)
+            ll += log_px.sum(1)
             counts += gamma.sum(1)
             means += torch.bmm(gamma.transpose(1, 2), zc)
             weighted = (gamma.unsqueeze(-1) * zc.unsqueeze(2)).reshape(r, -1, k * p)  # gamma_nk z_n, (R, n, K P)

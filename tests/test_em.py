@@ -1,7 +1,7 @@
 """Mixtures of Bernoullis (bench/models/mixture.py) and their EM (methods/em.py), in float64, against
 independent references: brute-force enumeration of p(x), a hand-written numpy E/M step, EM's
 monotone objective (Dempster, Laird & Rubin 1977), recovery of a planted mixture; and the
-workload's health checks (bench/workloads/mixture.py)."""
+workload's health checks (bench/workloads/mixture.py, bench/workloads/monotone.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from bench.engine.methods import get_method
 from bench.models import build_model
 from bench.models.mixture import BernoulliMixture
 from bench.workloads import workload_for
-from bench.workloads.mixture import decreasing_objective, empty_components, too_many_empty
+from bench.workloads.mixture import empty_components, too_many_empty
+from bench.workloads.monotone import decreasing_objective
 
 
 def mixture(d: int, k: int, seeds: list[int], init: str = "uniform") -> BernoulliMixture:

@@ -23,9 +23,9 @@ from torch import Tensor
 
 from bench.models.gaussian_mixture import GaussianMixture
 from bench.workloads import Workload, register_workload, with_sem
-from bench.workloads.health import Check, blow_up, flat_curve
+from bench.workloads.health import Check
 from bench.workloads.method import Method
-from bench.workloads.monotone import not_full_batch
+from bench.workloads.monotone import em_checks
 
 
 @register_workload("gaussian_mixture")
@@ -40,7 +40,7 @@ class GaussianMixtureWorkload(Workload):
         return ("ll",)
 
     def health_checks(self, model: dict) -> list[Check]:
-        return [blow_up("ll", higher_is_better=True, split="test"), flat_curve("ll", "test"), not_full_batch()]
+        return em_checks("test")
 
     @torch.no_grad()
     def metrics(self, model: GaussianMixture, method: Method, x: Tensor, k: int, y: Tensor | None) -> dict[str, Tensor]:

@@ -25,9 +25,9 @@ from torch import Tensor
 
 from bench.models.hmm import CategoricalHMM
 from bench.workloads import Workload, register_workload, with_sem
-from bench.workloads.health import Check, blow_up, flat_curve
+from bench.workloads.health import Check
 from bench.workloads.method import Method
-from bench.workloads.monotone import not_full_batch
+from bench.workloads.monotone import em_checks
 
 
 def decode_indicators(x: Tensor, symbols: int) -> Tensor:
@@ -54,7 +54,7 @@ class CategoricalHMMWorkload(Workload):
         return ("ll",)
 
     def health_checks(self, model: dict) -> list[Check]:
-        return [blow_up("ll", higher_is_better=True, split="test"), flat_curve("ll", "test"), not_full_batch()]
+        return em_checks("test")
 
     @torch.no_grad()
     def metrics(self, model: CategoricalHMM, method: Method, x: Tensor, k: int, y: Tensor | None) -> dict[str, Tensor]:

@@ -12,7 +12,7 @@ Health (bench.workloads.health): a test log-likelihood that blows up or never mo
 ends with more than MAX_EMPTY_FRACTION of its components empty (the model has collapsed onto fewer
 components than the claim names); and, in full-batch runs (one step per epoch, so that every step
 sees the same data), a training 'map_objective' that decreases by more than MONOTONE_TOLERANCE of
-its magnitude between two iterations, which EM never does.
+its magnitude between two iterations, which EM never does (bench.workloads.monotone.em_checks).
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from torch import Tensor
 
 from bench.models.mixture import BernoulliMixture
 from bench.workloads import Workload, register_workload, with_sem
-from bench.workloads.health import Check, Finding, blow_up, flat_curve
+from bench.workloads.health import Check, Finding
 from bench.workloads.method import Method
+from bench.workloads.monotone import em_checks
 
 EMPTY_SHARE = 1e-3  # a component with pi_k < EMPTY_SHARE / K is empty
 MAX_EMPTY_FRACTION = 0.1  # more empty components than this fraction of K: degenerate
-MONOTONE_TOLERANCE = 1e-9  # relative decrease of EM's objective between iterations that counts as a decrease
 
 
 def empty_components(model: BernoulliMixture) -> Tensor:
@@ -53,29 +53,6 @@ def too_many_empty(components: int, metric: str = "empty_components", split: str
     return check
 
 
-def decreasing_objective(metric: str = "map_objective") -> Check:
-    """Degenerate when, in a full-batch run (every train row has step == epoch), a seed's training
-    objective decreases between consecutive iterations by more than MONOTONE_TOLERANCE of its
-    magnitude. Minibatch runs see different data at each step and are not checked."""
-
-    def check(rows: pd.DataFrame) -> list[Finding]:
-        sel = rows[(rows.split == "train") & (rows.metric == metric)]
-        if sel.empty or (sel.step != sel.epoch).any():
-            return []
-        out = []
-        for seed, g in sel.groupby("seed"):
-            v = g.sort_values("step").value.to_numpy(float)
-            drops = v[:-1] - v[1:]
-            worst = int(drops.argmax()) if len(drops) else 0
-            if len(drops) and drops[worst] > MONOTONE_TOLERANCE * abs(v[worst]):
-                out.append(Finding("objective decreased", "degenerate", metric, int(seed),
-                                   f"train {metric} fell from {v[worst]:.10g} to {v[worst + 1]:.10g} at iteration "
-                                   f"{worst + 1}; EM never decreases it"))
-        return out
-
-    return check
-
-
 @register_workload("bernoulli_mixture")
 class BernoulliMixtureWorkload(Workload):
     transforms = ("none",)
@@ -88,8 +65,7 @@ class BernoulliMixtureWorkload(Workload):
         return ("ll",)
 
     def health_checks(self, model: dict) -> list[Check]:
-        return [blow_up("ll", higher_is_better=True, split="test"), flat_curve("ll", "test"),
-                too_many_empty(int(model["layers"][1])), decreasing_objective()]
+        return [*em_checks("test", objective="map_objective"), too_many_empty(int(model["layers"][1]))]
 
     @torch.no_grad()
     def metrics(self, model: BernoulliMixture, method: Method, x: Tensor, k: int, y: Tensor | None) -> dict[str, Tensor]:

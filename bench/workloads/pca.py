@@ -24,7 +24,7 @@ metrics below. Every metric is exact (no sampling, so no K) and computed in floa
 
 Health: the tuning metric ('mse', 'll') blowing up or never moving on the training split; for PPCA
 in full-batch runs, the EM step's training log-likelihood 'batch_ll' decreasing between iterations
-(EM never decreases it).
+(EM never decreases it; bench.workloads.monotone.em_checks).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from bench.models.principal import subspace_distance
 from bench.workloads import Workload, register_workload, with_sem
 from bench.workloads.health import Check, blow_up, flat_curve
 from bench.workloads.method import Method
-from bench.workloads.mixture import decreasing_objective
+from bench.workloads.monotone import em_checks
 
 TRANSFORMS = ("unit_interval", "none")
 
@@ -77,7 +77,7 @@ class PPCAWorkload(Workload):
         return ("ll", "ll_gap", "subspace_distance")
 
     def health_checks(self, model: dict) -> list[Check]:
-        return [blow_up("ll", higher_is_better=True), flat_curve("ll", "train"), decreasing_objective("batch_ll")]
+        return em_checks("train", objective="batch_ll")
 
     @torch.no_grad()
     def metrics(self, model: PPCA, method: Method, x: Tensor, k: int, y: Tensor | None) -> dict[str, Tensor]:
