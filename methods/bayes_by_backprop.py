@@ -28,7 +28,7 @@ replica r's slice from its own generator.
 Defaults: Adam lr 1e-3; prior_sigma 1 (the tutorial's BayesianMnist weight prior N(0, 1));
 initial sigma 0.01 (rho = softplus^-1(0.01), within the paper's and common codes' range; BayesianMnist
 uses 1e-7 x the prior's); one weight sample per step (Blundell's MNIST runs). `tunable`: lr.
-Raises ConfigError when the model has an l2 weight cost, or N is not a positive integer.
+Raises ConfigError when the model has an l2 weight cost.
 """
 
 from __future__ import annotations
@@ -76,17 +76,9 @@ class BayesByBackprop(Method):
         self.rho = [torch.full_like(p, inverse_softplus(self.init_sigma)).requires_grad_() for p in self.mu]
         self.opt = torch.optim.Adam(self.mu + self.rho, lr=self.lr)
 
-    def prepare(self, train_size: int) -> None:
-        """N, the training examples the KL term is spread over (the loop's; a test's own)."""
-        if not isinstance(train_size, int) or train_size < 1:
-            raise ConfigError(f"bayes_by_backprop: train_size N must be a positive integer; got {train_size!r}")
-        self.train_size = train_size
-
     def kl_per_example(self) -> Tensor:
         """KL(q || p) / N per replica, (R,), nats; N from ``prepare``."""
-        if getattr(self, "train_size", None) is None:
-            raise RuntimeError("bayes_by_backprop: call prepare(train_size) before training (the loop does)")
-        return self.kl() / self.train_size
+        return self.kl() / self.training_examples()
 
     def sigmas(self) -> list[Tensor]:
         """The posterior standard deviations softplus(rho), one per parameter, (R, ...)."""

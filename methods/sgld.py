@@ -4,8 +4,8 @@ Langevin Dynamics", ICML 2011, eq. 4) on an MLP's posterior.
 One step per minibatch x (R, B, D): the gradient of U(theta) = -(N / B) sum_n log p(t_n | x_n,
 theta) + ||theta||^2 / (2 prior_std^2) at the current parameters, then the Langevin update of
 bench.nn.langevin (step size ``lr``, temperature, noise-free ``deterministic_steps`` first, the
-ring of thinned samples, burn-in; its docstring gives the equations). N = ``n_data``, the training
-set's size, which a method does not see: the claim states it. The model's own weight cost must be 0
+ring of thinned samples, burn-in; its docstring gives the equations). N is the run's number of
+training examples (Method.prepare). The model's own weight cost must be 0
 (the prior replaces it; ConfigError otherwise).
 
 Metrics: the Bayesian model average of the posterior samples, its calibration and spread, and the
@@ -40,7 +40,7 @@ class SGLD(Method):
         """One Langevin step on x (R, B, D) (labels y (R, B)); returns the minibatch's mean
         -log p(t | x) at the point stepped from, (R,)."""
         nll = self.model.nll(self.model(x), self.model.target(x, y)).mean(-1)
-        grads = torch.autograd.grad((self.n_data * nll + self.chain.prior_energy()).sum(), self.chain.params)
+        grads = torch.autograd.grad((self.training_examples() * nll + self.chain.prior_energy()).sum(), self.chain.params)
         self.chain.advance(grads)
         return {"batch_objective": nll.detach()}
 

@@ -136,7 +136,7 @@ class StructuredSGLD(Method):
         xs = x.unsqueeze(1).expand(r, n, *x.shape[1:]).reshape(r * n, *x.shape[1:])
         ys = None if y is None else y.unsqueeze(1).expand(r, n, -1).reshape(r * n, -1)
         nll = self.model.nll(functional_call(self.model, weights, (xs,)), self.model.target(xs, ys)).mean(-1).view(r, n)
-        data = (self.n_data * nll).sum(1) * weight
+        data = (self.training_examples() * nll).sum(1) * weight
         grads = torch.autograd.grad((data + self.chain.prior_energy()).sum(), self.chain.params)
         self.chain.advance(grads)
         return {"batch_objective": nll.detach().mean(1)}

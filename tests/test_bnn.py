@@ -14,7 +14,11 @@ import pytest
 import torch
 from scipy.stats import entropy
 
+from bench.claims.catalog import expand, get_claim
+from bench.claims.tuning import tuning_spec
 from bench.core.errors import ConfigError
+from bench.engine.loop import Loop
+from bench.engine.train import prepare_data
 from bench.models.mlp import MLP
 from bench.nn import noise
 from bench.workloads import workload_for
@@ -78,8 +82,6 @@ def test_the_kl_term_equals_torch_distributions_kl():
 
 
 def test_bayes_by_backprop_refuses_a_missing_training_size_and_a_second_weight_cost():
-    with pytest.raises(ConfigError, match="train_size"):
-        BayesByBackprop(_classifier([0])).prepare(0)
     with pytest.raises(RuntimeError, match="prepare"):
         BayesByBackprop(_classifier([0])).kl_per_example()
     with pytest.raises(ConfigError, match="l2"):
@@ -199,3 +201,13 @@ def test_a_pickled_method_resumes_to_the_same_numbers(name):
     resumed, _ = _train(name, [0, 1], 3, state)
     for metric, values in whole.items():
         assert torch.equal(values, resumed[metric]), metric
+
+
+def test_the_loop_tells_bayes_by_backprop_its_training_set_size():
+    """N of the KL weight is the run's training examples: 5000 at quick, fewer in a tuning run,
+    which carves its validation images off the 5000."""
+    base = expand(get_claim("bnn-bbb-spread-higher-on-white-noise"), "quick").runs["Bayes by backprop"]
+    tuning = tuning_spec(base, {"lr": 1e-3})
+    for spec, n in ((base, 5000), (tuning, 5000 - tuning.carve_valid)):
+        loop = Loop(spec, "test", prepare_data(spec, torch.device("cpu")), torch.device("cpu"))
+        assert loop.method.training_examples() == n

@@ -57,7 +57,8 @@ def _chains(method_cls, steps: int, chains: int, **hp) -> np.ndarray:
     x, _, _ = _regression()
     torch.manual_seed(0)
     model = MLP([D, D], list(range(chains)), activations=[], loss="gaussian", bias=False, init="kaiming").double()
-    method = method_cls(model, n_data=N, prior_std=PRIOR_STD, **hp)
+    method = method_cls(model, prior_std=PRIOR_STD, **hp)
+    method.prepare(N)
     xs = x.expand(chains, -1, -1)
     for _ in range(steps):
         method.step(xs)
@@ -89,10 +90,11 @@ def test_structured_sgld_one_group_per_coordinate_gives_mean_field_variances():
 
 def _classifier_run(method_cls, seeds: list[int], steps: int = 40, **hp):
     """A small classifier trained for `steps` under per-replica noise: (model, method, x_eval, y_eval)."""
-    hp = {"lr": 1e-3, "n_data": 200, "deterministic_steps": 5, "burn_in": 8, "thinning": 1, "samples": 25, **hp}
+    hp = {"lr": 1e-3, "deterministic_steps": 5, "burn_in": 8, "thinning": 1, "samples": 25, **hp}
     with noise.replica_noise(seeds, "cpu"):
         model = MLP([5, 4, 3], seeds, activations="tanh", loss="categorical", init="kaiming").double()
         method = method_cls(model, **hp)
+        method.prepare(200)
         for step in range(steps):
             xs, ys = [], []
             for seed in seeds:
@@ -173,7 +175,7 @@ def test_chain_schedule_deterministic_steps_thinning_and_ring():
     """No noise in the deterministic steps; the chain's start, then every thinning-th iterate, in
     a ring that keeps the newest; burn-in leaves out the samples of steps <= burn_in."""
     p = torch.nn.Parameter(torch.zeros(2, 3, dtype=torch.float64))
-    hp = {"lr": 0.01, "n_data": 1, "prior_std": 1.0, "temperature": 1.0, "deterministic_steps": 3,
+    hp = {"lr": 0.01, "prior_std": 1.0, "temperature": 1.0, "deterministic_steps": 3,
           "burn_in": 6, "thinning": 2, "samples": 3}
     chain = LangevinChain("test", [p], hp)
     zero = (torch.zeros_like(p),)

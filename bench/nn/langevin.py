@@ -3,8 +3,8 @@ of thinned samples, shared by the samplers methods/sgld.py and methods/structure
 computes its own gradient of the potential).
 
 The potential is U(theta) = -(N / B) sum_{n in batch} log p(t_n | x_n, theta) - log p(theta), with
-the Gaussian prior p(theta) = N(0, prior_std^2 I) on every parameter and N = ``n_data`` the
-training set's size. One step moves every parameter, replica by replica (Welling & Teh, "Bayesian
+the Gaussian prior p(theta) = N(0, prior_std^2 I) on every parameter and N the run's number of
+training examples (the engine's, Method.prepare). One step moves every parameter, replica by replica (Welling & Teh, "Bayesian
 Learning via Stochastic Gradient Langevin Dynamics", ICML 2011, eq. 4, with lr for their eps_t / 2):
 
     theta <- theta - lr grad U(theta) + sqrt(2 lr T) xi,   xi ~ N(0, I),  T = ``temperature``
@@ -33,7 +33,7 @@ from bench.nn import noise
 
 # The samplers' defaults: prior N(0, 0.3^2) and chain settings of the structured SG-MCMC authors'
 # MNIST driver (lvi; the ring of 100 samples = the 100 posterior samples it evaluates with).
-DEFAULTS = {"lr": 1e-5, "n_data": 10000, "prior_std": 0.3, "temperature": 1.0, "deterministic_steps": 0,
+DEFAULTS = {"lr": 1e-5, "prior_std": 0.3, "temperature": 1.0, "deterministic_steps": 0,
             "burn_in": 0, "thinning": 10, "samples": 100}
 
 
@@ -76,7 +76,7 @@ class SampleBuffer:
 class LangevinChain:
     """The Langevin update of `params` (each (R, *s)) with the settings `hparams` (the keys of
     DEFAULTS), its step count and its ring of samples. Raises ConfigError, naming `method`, on a
-    non-zero `weight_cost` (the prior replaces a model's l2), a non-positive lr, n_data or
+    non-zero `weight_cost` (the prior replaces a model's l2), a non-positive lr or
     prior_std, a negative temperature, and a thinning, ring length, burn-in or deterministic-step
     count that is not an integer of its range."""
 
@@ -84,7 +84,7 @@ class LangevinChain:
         if weight_cost:
             raise ConfigError(f"{method}: the Gaussian prior N(0, prior_std^2) replaces the model's weight cost; "
                               f"set the model's l2 to 0 (got {weight_cost})")
-        for key in ("lr", "prior_std", "n_data"):
+        for key in ("lr", "prior_std"):
             if not hparams[key] > 0:
                 raise ConfigError(f"{method}: {key} must be > 0; got {hparams[key]!r}")
         if not hparams["temperature"] >= 0:
@@ -93,7 +93,7 @@ class LangevinChain:
             if not isinstance(hparams[key], int) or hparams[key] < least:
                 raise ConfigError(f"{method}: {key} must be an integer >= {least}; got {hparams[key]!r}")
         self.params = list(params)
-        self.lr, self.n_data, self.prior_std = hparams["lr"], hparams["n_data"], hparams["prior_std"]
+        self.lr, self.prior_std = hparams["lr"], hparams["prior_std"]
         self.noise_scale = math.sqrt(2.0 * hparams["lr"] * hparams["temperature"])
         self.deterministic_steps, self.thinning = hparams["deterministic_steps"], hparams["thinning"]
         self.burn_in = hparams["burn_in"]

@@ -46,8 +46,16 @@ class Method:
 
     def prepare(self, train_size: int) -> None:
         """Called once by the loop before the first step with N, the run's number of training
-        examples (after train_subset, and after a tuning run carves its validation split off).
-        Nothing by default; Bayes by backprop spreads its KL term over N."""
+        examples (after train_subset, and after a tuning run carves its validation split off);
+        recorded for `training_examples`."""
+        self.train_size = train_size
+
+    def training_examples(self) -> int:
+        """N from `prepare`: the data term's weight of a posterior (Bayes by backprop's KL over N,
+        Langevin's N/B). Raises RuntimeError before `prepare` (the loop calls it; a test must)."""
+        if getattr(self, "train_size", None) is None:
+            raise RuntimeError(f"{self.name}: call prepare(train_size) before training (the loop does)")
+        return self.train_size
 
     def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         """One update on the minibatch x (R, B, D) (and labels y (R, B) for runs with labels).
