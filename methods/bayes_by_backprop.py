@@ -109,5 +109,5 @@ class BayesByBackprop(Method):
         training example; only the KL for autoencoders/regression."""
         out = {"kl_per_example": self.kl_per_example()}
         if self.model.loss == "categorical" and y is not None:
-            out |= bma_metrics([self.sample_logits] * k, x, y)
+            out |= bma_metrics([self.sample_logits] * k, x, y, self.classes_seen)
         return out

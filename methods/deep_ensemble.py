@@ -74,4 +74,4 @@ class DeepEnsemble(Method):
         """The M members' predictive of a classifier (bench.workloads.predictive); none otherwise."""
         if self.model.loss != "categorical" or y is None:
             return {}
-        return bma_metrics(self.networks, x, y)
+        return bma_metrics(self.networks, x, y, self.classes_seen)

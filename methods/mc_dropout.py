@@ -77,4 +77,4 @@ class MCDropout(Method):
         """The k-pass predictive of a classifier (bench.workloads.predictive); none otherwise."""
         if self.model.loss != "categorical" or y is None:
             return {}
-        return bma_metrics([self.sample_logits] * k, x, y)
+        return bma_metrics([self.sample_logits] * k, x, y, self.classes_seen)

@@ -17,12 +17,13 @@ from scipy.stats import entropy
 from bench.claims.catalog import expand, get_claim
 from bench.claims.tuning import tuning_spec
 from bench.core.errors import ConfigError
+from bench.engine.data import load
 from bench.engine.loop import Loop
 from bench.engine.train import prepare_data
 from bench.models.mlp import MLP
 from bench.nn import noise
 from bench.workloads import workload_for
-from bench.workloads.predictive import bma_metrics, entropies, white_noise_inputs
+from bench.workloads.predictive import bma_metrics, entropies, predictive_metrics, white_noise_inputs
 from methods.adam import Adam
 from methods.bayes_by_backprop import BayesByBackprop, gaussian_kl
 from methods.deep_ensemble import DeepEnsemble
@@ -203,11 +204,39 @@ def test_a_pickled_method_resumes_to_the_same_numbers(name):
         assert torch.equal(values, resumed[metric]), metric
 
 
-def test_the_loop_tells_bayes_by_backprop_its_training_set_size():
-    """N of the KL weight is the run's training examples: 5000 at quick, fewer in a tuning run,
-    which carves its validation images off the 5000."""
-    base = expand(get_claim("bnn-bbb-spread-higher-on-white-noise"), "quick").runs["Bayes by backprop"]
+def test_the_loop_tells_bayes_by_backprop_its_training_set_and_classes():
+    """N of the KL weight is the run's training examples: the first 5000 less the held-out digit
+    5's at quick, fewer in a tuning run, which carves its validation images off the 5000 first;
+    test keeps the 5s, train and valid hold none."""
+    base = expand(get_claim("bnn-bbb-spread-higher-on-unseen-digit"), "quick").runs["Bayes by backprop"]
     tuning = tuning_spec(base, {"lr": 1e-3})
-    for spec, n in ((base, 5000), (tuning, 5000 - tuning.carve_valid)):
-        loop = Loop(spec, "test", prepare_data(spec, torch.device("cpu")), torch.device("cpu"))
+    labels = torch.as_tensor(load("mnist").y["train"][:5000].astype(np.int64))
+    fives = int((labels == 5).sum())
+    carved_fives = int((labels[5000 - tuning.carve_valid:] == 5).sum())
+    assert base.held_out_classes == (5,) and 300 < fives < 600
+    for spec, n in ((base, 5000 - fives), (tuning, 5000 - tuning.carve_valid - (fives - carved_fives))):
+        data = prepare_data(spec, torch.device("cpu"))
+        assert all(5 not in data[split][1] for split in ("train", "valid") if split in data)
+        assert (data["test"][1] == 5).any()
+        loop = Loop(spec, "test", data, torch.device("cpu"))
         assert loop.method.training_examples() == n
+        assert loop.method.classes_seen.tolist() == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+
+
+def test_unseen_classes_are_a_probe_beside_the_seen_classes_metrics():
+    """With the training classes given, the BMA metrics are those of the seen classes' examples and
+    the unseen class's mutual information is added (and its gap to the seen one's)."""
+    x, y = _data(2, n=30)
+    g = torch.Generator().manual_seed(3)
+    logits = [torch.randn(2, 30, 3, generator=g, dtype=torch.float64) for _ in range(4)]
+    samplers = [lambda inputs, z=z: z if inputs.shape[1] == 30 else torch.zeros(2, inputs.shape[1], 3) for z in logits]
+    seen = y[0] != 2
+    out = bma_metrics(samplers, x, y, torch.tensor([0, 1]))
+    expected = predictive_metrics(torch.stack([torch.log_softmax(z[:, seen], -1) for z in logits]), y[:, seen])
+    for name, value in expected.items():
+        torch.testing.assert_close(out[name], value, rtol=1e-12, atol=0)
+    _, mi = entropies(torch.stack([torch.log_softmax(z[:, ~seen], -1) for z in logits]))
+    torch.testing.assert_close(out["mutual_information_unseen"], mi.mean(1), rtol=1e-12, atol=0)
+    torch.testing.assert_close(out["mi_gap_unseen"], mi.mean(1) - expected["mutual_information"])
+    everything = bma_metrics(samplers, x, y, torch.tensor([0, 1, 2]))
+    assert "mi_gap_unseen" not in everything and everything["bma_nll"].ne(out["bma_nll"]).all()

@@ -175,7 +175,7 @@ def test_a_claim_needs_the_quick_profile(tmp_path):
 
 # ------------------------------------------------------------------------ unknown keys at each level
 @pytest.mark.parametrize("path, where, allowed", [
-    ((), "the claim", "dataset, figure, holdout, id"),
+    ((), "the claim", "dataset, figure, held_out_classes, holdout, id"),
     (("profiles", "quick"), "profiles.quick", "batch_size, epochs, eval_every"),
     (("profiles",), "profiles", "paper, quick"),
     (("verdict",), "verdict", "margin, pairs, rule"),
@@ -237,6 +237,14 @@ def test_within_paper_needs_a_primary_source_number(tmp_path):
 def test_unknown_dataset(tmp_path):
     msg = _error(tmp_path, _set("dataset", "mnist2"))
     assert "dataset = 'mnist2': unknown dataset 'mnist2'; known datasets: " in msg and "uci_dna" in msg, msg
+
+
+def test_held_out_classes_need_labels(tmp_path):
+    msg = _error(tmp_path, _set("held_out_classes", [5]))
+    assert "held_out_classes = [5]: holds classes out, which needs the labels: set labels: true" in msg, msg
+    with pytest.raises(ConfigError, match="needs labels: true"):
+        RunSpec(profile="quick", dataset="mnist", model={}, method="adam", hparams={}, seeds=(0,), epochs=1,
+                batch_size=10, held_out_classes=(5,))
 
 
 def test_unknown_family(tmp_path):

@@ -53,7 +53,7 @@ from bench.workloads import workload_for
 
 CLAIMS_DIR = Path(__file__).resolve().parent  # the YAML files live beside this module
 PROFILES = ("quick", "paper", "smoke")
-DATA_KEYS = {"transform", "labels", "holdout"}  # how the claim's dataset is read, next to `dataset`
+DATA_KEYS = {"transform", "labels", "holdout", "held_out_classes"}  # how the claim's dataset is read, next to `dataset`
 SMOKE = {"seeds": [0, 1], "epochs": 2, "train_subset": 300, "batch_size": 50, "eval_every": 1,
          "eval_k": 5, "eval_subset": 50, "final_eval_k": 20}
 

@@ -386,6 +386,9 @@ class ClaimSpec(Strict):
     transform: Literal[TRANSFORMS] = "none"  # type: ignore[valid-type]
     labels: bool = False
     holdout: Count | None = None
+    # classes (labels) left out of training and validation and kept in the test split, where the
+    # methods' predictive metrics tell seen from unseen classes (Jospin et al.'s held-out digit)
+    held_out_classes: Annotated[list[Annotated[int, Field(ge=0)]], AfterValidator(_distinct)] = []
     substitutions: Substitutions = []  # hold at every profile; a profile's own are under profiles.<p>
 
     @model_validator(mode="after")
@@ -394,6 +397,9 @@ class ClaimSpec(Strict):
             data.get_spec(self.dataset)
         except ClaimbenchError as exc:
             raise problem(("dataset",), str(exc), self.dataset) from None
+        if self.held_out_classes and not self.labels:
+            raise problem(("held_out_classes",), "holds classes out, which needs the labels: set labels: true",
+                          self.held_out_classes)
         family = self.model.family
         try:
             FAMILIES.get(family)

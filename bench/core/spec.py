@@ -14,7 +14,7 @@ from bench.core.errors import ConfigError, check_keys
 
 TRANSFORMS = ("none", "dynamic_binarize", "unit_interval")
 TIMINGS = ("lockstep", "per_seed")
-LATER_FIELDS = {"carve_valid": None, "timing": "lockstep"}  # fields added after the first runs, and their defaults
+LATER_FIELDS = {"carve_valid": None, "timing": "lockstep", "held_out_classes": ()}  # fields added after the first runs, and their defaults
 
 
 def parse_scalar(text: str) -> Any:
@@ -51,11 +51,15 @@ class RunSpec:
     final_eval_splits: tuple[str, ...] = ("test",)
     carve_valid: int | None = None  # tuning runs: the last N training examples become 'valid' (see bench.claims.tuning)
     timing: str = "lockstep"  # 'per_seed': each seed trains alone with its own clock (claims about time)
+    held_out_classes: tuple[int, ...] = ()  # labels left out of train and valid, kept in test (unseen-class probes)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "eval_splits", tuple(self.eval_splits))
         object.__setattr__(self, "final_eval_splits", tuple(self.final_eval_splits))
+        object.__setattr__(self, "held_out_classes", tuple(int(c) for c in self.held_out_classes))
+        if self.held_out_classes and not self.labels:
+            raise ConfigError(f"held_out_classes {list(self.held_out_classes)} needs labels: true (classes are labels)")
         if self.transform not in TRANSFORMS:
             raise ConfigError(f"transform {self.transform!r}; use one of {TRANSFORMS}")
         if self.timing not in TIMINGS:

@@ -117,7 +117,7 @@ class Loop:
         self.workload = workload_for(self.model.family)
         self.workload.prepare(self.model, self.x_train)
         self.method = get_method(spec.method)(self.model, **spec.hparams)
-        self.method.prepare(self.x_train.shape[0])
+        self.method.prepare(self.x_train.shape[0], None if self.y_train is None else self.y_train.unique())
         r = len(spec.seeds)
         self.rows: list[dict[str, Any]] = []
         self.alive = torch.ones(r, dtype=torch.bool)

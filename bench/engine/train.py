@@ -43,6 +43,9 @@ def prepare_data(spec: RunSpec, device: torch.device) -> dict[str, tuple[Tensor,
     split into 'train' and the last `holdout` examples as 'test'. train_subset then applies to train.
     carve_valid (tuning runs): the last `carve_valid` examples of the training subset become 'valid'
     and the rest 'train', whatever validation split the dataset has.
+    held_out_classes: examples of these labels leave 'train' and 'valid' last (after the subset and
+    the carving, so a run with held-out classes trains on fewer examples than train_subset); 'test'
+    keeps them (the unseen classes a classifier's predictive is probed on).
     """
     ds = datasets.load(spec.dataset)
     if not ds.binary and spec.transform == "none":
@@ -72,6 +75,9 @@ def prepare_data(spec: RunSpec, device: torch.device) -> dict[str, tuple[Tensor,
         if split == "train" and spec.train_subset is not None:
             xs = xs[: spec.train_subset]
             ys = ys[: spec.train_subset] if ys is not None else None
+        if split in ("train", "valid") and spec.held_out_classes:
+            seen = ~np.isin(ys, spec.held_out_classes)
+            xs, ys = xs[seen], ys[seen]
         scale = 255.0 if xs.dtype == np.uint8 and not ds.binary else 1.0
         out[split] = (torch.as_tensor(xs, dtype=torch.float32, device=device) / scale,
                       None if ys is None else torch.as_tensor(ys.astype(np.int64), device=device))

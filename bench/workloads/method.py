@@ -35,6 +35,8 @@ class Method:
     defaults: ClassVar[dict[str, Any]]
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {}  # hyper-parameter -> its allowed values
     tunable: ClassVar[tuple[str, ...]] = ("lr",)  # the knobs the equal-budget tuning searches (log-spaced)
+    train_size: int | None = None  # N and the training split's classes, from `prepare`
+    classes_seen: Tensor | None = None
 
     def __init__(self, model: nn.Module, **hparams: Any):
         """hparams override the registered defaults (the engine has already checked their keys
@@ -44,16 +46,17 @@ class Method:
         for key, value in self.hparams.items():
             setattr(self, key, value)
 
-    def prepare(self, train_size: int) -> None:
+    def prepare(self, train_size: int, classes: Tensor | None = None) -> None:
         """Called once by the loop before the first step with N, the run's number of training
-        examples (after train_subset, and after a tuning run carves its validation split off);
-        recorded for `training_examples`."""
-        self.train_size = train_size
+        examples (after train_subset, held-out classes and a tuning run's carved validation split),
+        recorded for `training_examples`, and, for runs with labels, the classes (C',) the training
+        split holds (`classes_seen`; a claim may hold some out to probe the predictive on them)."""
+        self.train_size, self.classes_seen = train_size, classes
 
     def training_examples(self) -> int:
         """N from `prepare`: the data term's weight of a posterior (Bayes by backprop's KL over N,
         Langevin's N/B). Raises RuntimeError before `prepare` (the loop calls it; a test must)."""
-        if getattr(self, "train_size", None) is None:
+        if self.train_size is None:
             raise RuntimeError(f"{self.name}: call prepare(train_size) before training (the loop does)")
         return self.train_size
 

@@ -17,7 +17,9 @@ over the evaluated examples:
 ``white_noise_inputs`` are the tutorial's out-of-distribution probe (BayesianMnist's 1000 U(0, 1)
 images): a fixed set, the same for every replica and evaluation. The suffix ``_noise`` names the
 same entropies on them, and ``mi_gap_noise`` = MI(white noise) - MI(evaluated inputs), > 0 when the
-spread is higher off the data (the tutorial's claim C8.1b).
+spread is higher off the data (the tutorial's claim C8.1b). Test examples of classes the training
+split did not hold (a claim's ``held_out_classes``; BayesianMnist holds digit 5 out) are the other
+probe, suffix ``_unseen`` (claim C8.1a).
 Everything is accumulated in float64.
 """
 
@@ -71,10 +73,20 @@ def predictive_metrics(log_p: Tensor, y: Tensor) -> dict[str, Tensor]:
             "predictive_entropy": total.mean(1), "mutual_information": mi.mean(1)}
 
 
-def bma_metrics(samplers: Sequence[Sampler], x: Tensor, y: Tensor) -> dict[str, Tensor]:
+def bma_metrics(samplers: Sequence[Sampler], x: Tensor, y: Tensor, seen: Tensor | None = None) -> dict[str, Tensor]:
     """Every metric of this module for the evaluated inputs x (R, N, D) with labels y (R, N) and
-    for the white-noise probe, from one call of each sampler: name -> (R,)."""
-    out = predictive_metrics(sample_log_probs(samplers, x), y)
+    for the white-noise probe, from one call of each sampler: name -> (R,). With `seen`, the classes
+    (C',) of the training split (Method.classes_seen), evaluated examples of other classes (the same
+    examples for every replica, as the loop evaluates) are an unseen-class probe: the metrics above
+    are of the seen classes' examples, and ``mutual_information_unseen``,
+    ``predictive_entropy_unseen`` and ``mi_gap_unseen`` = MI(unseen) - MI(seen) are added."""
+    log_p = sample_log_probs(samplers, x)
+    unseen = torch.zeros_like(y[0], dtype=torch.bool) if seen is None else ~torch.isin(y[0], seen)
+    out = predictive_metrics(log_p[:, :, ~unseen], y[:, ~unseen])
+    if unseen.any():
+        total, mi = entropies(log_p[:, :, unseen])
+        out |= {"predictive_entropy_unseen": total.mean(1), "mutual_information_unseen": mi.mean(1)}
+        out["mi_gap_unseen"] = out["mutual_information_unseen"] - out["mutual_information"]
     total, mi = entropies(sample_log_probs(samplers, white_noise_inputs(x)))
     out |= {"predictive_entropy_noise": total.mean(1), "mutual_information_noise": mi.mean(1)}
     out["mi_gap_noise"] = out["mutual_information_noise"] - out["mutual_information"]
