@@ -15,7 +15,8 @@ verdict can check that its estimate is stable in K (bench.claims.stats).
 
 **Checkpoints.** At the end of an epoch, when ``checkpoint_every`` seconds have passed since the
 last one, the loop's whole state (model, method with its optimiser and curvature caches, the rows
-so far, the clock, each seed's data-order and noise generators) is written atomically to the
+so far, the clock, each seed's data-order and training-noise generators; evaluation generators are
+made afresh for each evaluation, so they have no state to keep) is written atomically to the
 checkpoint file. A loop started on an existing checkpoint of the same run and seeds resumes after
 its epoch and ends with the numbers an uninterrupted run gives, bit for bit on a CPU
 (tests/test_resume.py); the train seconds count the timed steps of both sessions.
@@ -170,7 +171,9 @@ class Loop:
         evaluation by more than BLOW_UP - 1 times that value's magnitude), is marked diverged at
         this step: its last good step is the previous one, and it records nothing more. `final`:
         the run's last evaluation, which adds the workload's analyses of the trained model
-        (Workload.final_metrics, e.g. Keskar's sharpness)."""
+        (Workload.final_metrics, e.g. Keskar's sharpness). Each split draws from its own evaluation
+        generators, keyed by (split, step, k, final) (bench.nn.noise.evaluation_noise): training
+        noise is untouched, and the numbers do not depend on the evaluations made before."""
         r = len(self.spec.seeds)
         health_metric, higher_is_better = self.workload.tuning_metric
         shown, bad = float("nan"), torch.zeros(r, dtype=torch.bool)
@@ -178,7 +181,9 @@ class Loop:
             for split in splits:
                 xs, ys = self.eval_sets[split]
                 xr, yr = xs.unsqueeze(0).expand(r, -1, -1), None if ys is None else ys.unsqueeze(0).expand(r, -1)
-                metrics = self.workload.evaluate(self.model, self.method, xr, k, yr, final_split=split if final else None)
+                with noise.evaluation_noise(split, self.clock["step"], k, final):
+                    metrics = self.workload.evaluate(self.model, self.method, xr, k, yr,
+                                                     final_split=split if final else None)
                 for metric, values in metrics.items():
                     self._record(split, metric, k, values)
                     values = values.detach().double().cpu()

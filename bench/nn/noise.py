@@ -7,19 +7,27 @@ seed 3 trained alone and seed 3 trained beside seeds 0-4 draw the same noise, st
 reader can rerun any one seed (tests/test_reproducibility.py). Outside the context (unit tests,
 one-off analyses) the draws use torch's global generator.
 
+Evaluation has generators of its own (``evaluation_noise``): inside it, replica r draws from a
+generator seeded by a hash of (the evaluation's key, seeds[r]), made afresh for each evaluation and
+leaving the training generators untouched. So training does not depend on the evaluation settings
+(how often, at which K: tests/test_eval_noise.py), an evaluation's numbers depend on the model, the
+seed and its key only (not on the evaluations before it), and a checkpoint saves no evaluation state.
+
 Draws must have the replica axis first; a draw whose leading size is not R inside the context is a
 programming error and raises.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
-_generators: list[torch.Generator] | None = None
+_generators: list[torch.Generator] | None = None  # the generators draws come from now
+_replicas: tuple[tuple[int, ...], torch.device | str] | None = None  # the seeds and device of replica_noise
 
 
 def replica_generators(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
@@ -31,9 +39,34 @@ def replica_generators(seeds: Sequence[int], device: torch.device | str = "cpu")
 @contextmanager
 def replica_noise(seeds: Sequence[int], device: torch.device | str) -> Iterator[None]:
     """Draw replica r's noise from its own generator seeded by `seeds[r]` (on `device`)."""
+    global _generators, _replicas
+    previous = _generators, _replicas
+    _generators, _replicas = replica_generators(seeds, device), (tuple(int(s) for s in seeds), device)
+    try:
+        yield
+    finally:
+        _generators, _replicas = previous
+
+
+def evaluation_seed(key: Sequence[object], seed: int) -> int:
+    """The seed of replica `seed`'s evaluation generator for the evaluation named by `key`: a CRC-32
+    of both (32 bits: a CPU generator keeps only the low 32 bits of its seed, so an offset of 2**32
+    would repeat the training stream)."""
+    return zlib.crc32("/".join(map(str, ("evaluation", *key, seed))).encode())
+
+
+@contextmanager
+def evaluation_noise(*key: object) -> Iterator[None]:
+    """Inside `replica_noise`, draw from fresh per-replica evaluation generators seeded by
+    `evaluation_seed(key, seeds[r])` (e.g. key = (split, step, K)); the training generators neither
+    draw nor move. Outside it, draws keep using torch's global generator."""
     global _generators
+    if _replicas is None:
+        yield
+        return
     previous = _generators
-    _generators = replica_generators(seeds, device)
+    seeds, device = _replicas
+    _generators = replica_generators([evaluation_seed(key, s) for s in seeds], device)
     try:
         yield
     finally:
@@ -41,7 +74,8 @@ def replica_noise(seeds: Sequence[int], device: torch.device | str) -> Iterator[
 
 
 def states() -> list[Tensor]:
-    """The active generators' states (a checkpoint's share of the noise)."""
+    """The active generators' states (a checkpoint's share of the noise: taken between evaluations,
+    they are the training generators; evaluation ones are made afresh each time)."""
     return [g.get_state() for g in _generators or []]
 
 
