@@ -11,7 +11,7 @@ form (the ELBO = E_q f - KL(q || prior)):
     grad_omega ELBO = 1 - p_0 sigma^2 + mean_s (p (theta_s - mu)^2 - 1) (f_s - c),   p = 1 / sigma^2,
 
 ascended by Adam with step ``lr`` (torch's Adam, elementwise, so replicas never mix). The step
-returns 'elbo', the estimate mean_s f_s - KL(q || prior) per example at the parameters it started
+returns 'batch_elbo', the estimate mean_s f_s - KL(q || prior) per example at the parameters it started
 from.
 """
 
@@ -53,4 +53,4 @@ class BBVI(Method):
         self.log_sd.grad = -(1 - model.prior_precision / p + grad_omega)
         self.opt.step()
         p.copy_(torch.exp(-2 * self.log_sd))
-        return {"elbo": elbo}
+        return {"batch_elbo": elbo}

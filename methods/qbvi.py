@@ -23,7 +23,7 @@ sampler 's'), a constant step (their decay lr tau / t starts after 10000 steps, 
 and the current iterate is evaluated (no best-iterate selection by a smoothed ELBO).
 
 Full batch: f sums over the minibatch it gets, so a claim gives the whole training set
-(batch_size = N). The step returns 'elbo' (mean_s f_s minus KL(q || prior), per example: an unbiased
+(batch_size = N). The step returns 'batch_elbo' (mean_s f_s minus KL(q || prior), per example: an unbiased
 estimate of the ELBO at the parameters it started from) and 'clipped' (1 where the natural
 gradient was clipped; its mean over steps is the clip rate).
 """
@@ -77,4 +77,4 @@ class QBVI(Method):
         m_mu, m_p = self.velocity.split(mu.shape[1], -1)
         p.mul_(torch.exp(self.lr / self.xi * m_p / p))
         mu.add_(self.lr * m_mu / p)
-        return {"elbo": elbo, "clipped": clipped.to(elbo.dtype)}
+        return {"batch_elbo": elbo, "clipped": clipped.to(elbo.dtype)}
