@@ -1,6 +1,6 @@
 """Dataset registry: canonical URLs and checksums, a search path, an npz cache, and loaders.
 
-The papers' small synthetic toys (3x3 lines, 4x4 bars) are generated in memory by the process
+The papers' small synthetic toys (3x3 lines, 4x4 bars, the QBVI paper's GLMs) are generated in memory by the process
 their code defines, with fixed seeds. Every real dataset is stored as one compressed npz (`<name>.npz`, arrays `x_train`, `x_valid`,
 `x_test`, `y_*` where labels exist). The loader looks for it on the search path:
 
@@ -178,6 +178,30 @@ def _generate_dataset_free() -> dict[str, np.ndarray]:
     return {"x_train": np.zeros((5, 1), np.uint8), "x_test": np.zeros((1, 1), np.uint8)}
 
 
+def _generate_glm(likelihood: str) -> dict[str, np.ndarray]:
+    """The synthetic GLMs of the QBVI authors' reference scripts (Magris, Shabani & Iosifidis 2022,
+    arXiv 2205.11568; mmagris/QBVI Run_QBVI_logistic.m / Run_QBVI_linear.m): n = 1000 training and
+    1000 test examples, each a row (x_1, x_2, x_3, y), float32, response last.
+
+    * 'logistic': x ~ U(0, 1)^3, y ~ Bernoulli(sigmoid(0.1 + 0.3 x_1 - x_2 + 2 x_3)) (intercept 0.1,
+      beta = (0.3, -1, 2));
+    * 'linear': y = 0.3 x_1 - x_2 + 2 x_3 + 0.5 eps, eps ~ N(0, 1), no intercept, x ~ N(0, 1)^3
+      (the scripts' covariate law is not in the notes: standard normal is our choice).
+
+    numpy's generator with fixed seeds (the MATLAB scripts' rng(1) stream cannot be reproduced)."""
+    rng = np.random.default_rng(1 if likelihood == "logistic" else 2)
+    out = {}
+    for split in ("train", "test"):
+        if likelihood == "logistic":
+            x = rng.random((1000, 3))
+            y = (rng.random(1000) < 1 / (1 + np.exp(-(0.1 + x @ np.array([0.3, -1.0, 2.0]))))).astype(float)
+        else:
+            x = rng.standard_normal((1000, 3))
+            y = x @ np.array([0.3, -1.0, 2.0]) + 0.5 * rng.standard_normal(1000)
+        out[f"x_{split}"] = np.column_stack([x, y]).astype(np.float32)
+    return out
+
+
 # --------------------------------------------------------------------------- registry
 _LAROCHELLE = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
 _LECUN = "http://yann.lecun.com/exdb/mnist/"
@@ -221,6 +245,20 @@ DATASETS: dict[str, DatasetSpec] = {
             description="no data: the problem is stated in the model config (a Gibbs state to prepare); a placeholder batch",
             shapes={"train": (5, 1), "test": (1, 1)},
             binary=True, originals=(), convert=None, generate=_generate_dataset_free, image_shape=None,
+        ),
+        DatasetSpec(
+            name="glm_logistic",
+            description="Bayesian logistic regression data, the QBVI paper's own recipe (Run_QBVI_logistic.m): "
+                        "x ~ U(0,1)^3, intercept 0.1, beta (0.3, -1, 2); rows (x, y); generated",
+            shapes={"train": (1000, 4), "test": (1000, 4)},
+            binary=False, originals=(), convert=None, generate=lambda: _generate_glm("logistic"), image_shape=None,
+        ),
+        DatasetSpec(
+            name="glm_linear",
+            description="Bayesian linear regression data, the QBVI paper's own recipe (Run_QBVI_linear.m): "
+                        "beta (0.3, -1, 2), noise sd 0.5, no intercept, x ~ N(0,1)^3 (our choice); rows (x, y); generated",
+            shapes={"train": (1000, 4), "test": (1000, 4)},
+            binary=False, originals=(), convert=None, generate=lambda: _generate_glm("linear"), image_shape=None,
         ),
         DatasetSpec(
             name="binarized_mnist",
