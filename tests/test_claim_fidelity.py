@@ -169,6 +169,14 @@ def test_a_margin_beyond_the_papers_own_gap_is_rejected(tmp_path):
     assert "'C' -91.8 (R) vs 'B' -92 (V)" in msg, msg
 
 
+def test_a_non_inferiority_the_papers_numbers_fail_is_rejected(tmp_path):
+    """not_worse: B is 2 below A in the paper, so "B not worse than A by 3" loads, "by 1" does not."""
+    assert _load(tmp_path, lambda s: s.update(verdict={"rule": "not_worse", "pairs": [["B", "A"]], "margin": 3.0}))
+    msg = _error(tmp_path, lambda s: s.update(verdict={"rule": "not_worse", "pairs": [["B", "A"]], "margin": 1.0}))
+    assert "verdict.margin = 1.0: contradicts the paper's own numbers: 'B' -92 (V) vs 'A' -90 (V)" in msg, msg
+    assert "gap of -2 in the claimed direction, not more than -1" in msg, msg
+
+
 # --------------------------------------------------------------------------- the verdict line and the report
 def test_substitutions_end_the_verdict_line_and_show_in_the_report(tmp_path):
     """evaluate_claim writes them into the verdict json (a list, and the end of `detail`), and the

@@ -76,6 +76,20 @@ def test_equivalent_needs_the_whole_interval_inside_the_margin():
     assert climbing["verdict"] == "inconclusive" and "not converged: B" in climbing["detail"]
 
 
+def test_not_worse_is_non_inferiority():
+    """'A is at least as good as B': a clearly better A passes (where `equivalent` would not), an A
+    within the margin below B passes, an A worse by more than the margin fails."""
+    rule = {"rule": "not_worse", "pairs": [["A", "B"]], "margin": 1.0}
+    better = verdict(_curves({"A": [-88.0, -88.2, -87.9], "B": [-90.0, -90.1, -89.9]}), rule, METRIC, [], "quick")
+    assert better["verdict"] == "reproduced" and "non-inferiority margin 1" in better["detail"]
+    slightly_worse = _curves({"A": [-90.4, -90.5, -90.3], "B": [-90.0, -90.1, -89.9]})
+    assert verdict(slightly_worse, rule, METRIC, [], "quick")["verdict"] == "reproduced"
+    worse = _curves({"A": [-92.0, -92.1, -91.9], "B": [-90.0, -90.1, -89.9]})
+    assert verdict(worse, rule, METRIC, [], "quick")["verdict"] == "not reproduced"
+    error = {"split": "test", "name": "ll", "higher_is_better": False}  # lower is better: the same A now wins
+    assert verdict(worse, rule, error, [], "quick")["verdict"] == "reproduced"
+
+
 def test_faster_to_target():
     # Both end near -90; A gets there by epoch 3, B only by epoch 10.
     c = _curves({"A": [-90, -90, -90], "B": [-90, -90.1, -89.9]}, reach={"A": 3, "B": 10})

@@ -30,8 +30,8 @@ Fidelity to the paper (issue 12, "Claim fidelity"):
   direction of the metric: for ``threshold``, the label's paper value lies beyond ``value`` (paper
   1.34 passes "> 0.5", "> 2.0" contradicts it); for ``better``, each pair whose two labels both
   have paper numbers differs by more than ``margin`` in the claimed direction; for ``ordering``,
-  each neighbouring pair likewise; for ``equivalent``, each such pair differs by less than
-  ``margin`` either way. ``within_paper`` and ``faster_to_target`` set no threshold of
+  each neighbouring pair likewise; for ``not_worse``, by more than -``margin``; for
+  ``equivalent``, each such pair differs by less than ``margin`` either way. ``within_paper`` and ``faster_to_target`` set no threshold of
   their own against a paper number. A claim may still ask for less than the paper shows (margin
   1 nat where the paper reports 1.98), never for more.
 
@@ -73,6 +73,7 @@ RULES = {
     "faster_to_target": {"pairs", "tolerance", "x", "split", "ratio_below"},
     "within_paper": {"method", "tolerance"},
     "threshold": {"method", "value"},
+    "not_worse": {"pairs", "margin"},
 }
 X_AXES = ("epoch", "step", "examples", "train_seconds")
 SPLITS = ("train", "valid", "test", "all")
@@ -326,6 +327,16 @@ class Equivalent(Strict):
     margin: Annotated[float, Field(gt=0)]
 
 
+class NotWorse(Strict):
+    """Each pair's first label is not worse than its second by `margin` (> 0) or more: a
+    non-inferiority claim ("converges to an ELBO at least as high as"), which a better first
+    label passes too."""
+
+    rule: Literal["not_worse"]
+    pairs: Pairs
+    margin: Annotated[float, Field(gt=0)]
+
+
 class FasterToTarget(Strict):
     """Each pair's first label reaches its second's best (minus `tolerance`) sooner, along x (or, with
     `ratio_below` r, in less than r times the second's x: "within 2x of b" is r = 2)."""
@@ -354,9 +365,10 @@ class Threshold(Strict):
     value: float
 
 
-Verdict = Annotated[Better | Ordering | Equivalent | FasterToTarget | WithinPaper | Threshold, Field(discriminator="rule")]
+Verdict = Annotated[Better | Ordering | Equivalent | FasterToTarget | WithinPaper | Threshold | NotWorse,
+                    Field(discriminator="rule")]
 assert {m.model_fields["rule"].annotation.__args__[0]: set(m.model_fields) - {"rule"}  # type: ignore[union-attr]
-        for m in (Better, Ordering, Equivalent, FasterToTarget, WithinPaper, Threshold)} == RULES
+        for m in (Better, Ordering, Equivalent, FasterToTarget, WithinPaper, Threshold, NotWorse)} == RULES
 
 
 class PaperNumber(Strict):
@@ -440,7 +452,7 @@ class ClaimSpec(Strict):
         method the claim does not run: the figure draws it as a grey reference line.)"""
         v = self.verdict
         named: list[tuple[tuple, str]] = []
-        if isinstance(v, Better | Equivalent | FasterToTarget):
+        if isinstance(v, Better | Equivalent | FasterToTarget | NotWorse):
             named = [(("verdict", "pairs", i, j), x) for i, pair in enumerate(v.pairs) for j, x in enumerate(pair)]
         elif isinstance(v, Ordering):
             named = [(("verdict", "order", i), x) for i, x in enumerate(v.order)]
@@ -482,21 +494,22 @@ class ClaimSpec(Strict):
                                           f"{na.value:g} ({na.provenance}) vs {b!r} {nb.value:g} ({nb.provenance}) "
                                           f"under paper_numbers differ by more than the margin {v.margin:g}", v.margin)
             return
-        if isinstance(v, Better):
-            pairs, key = [tuple(p) for p in v.pairs], "margin"
+        if isinstance(v, Better | NotWorse):
+            pairs = [tuple(p) for p in v.pairs]
         elif isinstance(v, Ordering):
-            pairs, key = list(zip(v.order, v.order[1:])), "margin"
+            pairs = list(zip(v.order, v.order[1:]))
         else:
             return
+        least = -v.margin if isinstance(v, NotWorse) else v.margin  # the gap the paper's numbers must exceed
         for a, b in pairs:
             for na in numbers.get(a, []):
                 for nb in numbers.get(b, []):
                     gap = sign * (na.value - nb.value)
-                    if not gap > v.margin:
-                        raise problem(("verdict", key), f"contradicts the paper's own numbers: {a!r} {na.value:g} "
+                    if not gap > least:
+                        raise problem(("verdict", "margin"), f"contradicts the paper's own numbers: {a!r} {na.value:g} "
                                       f"({na.provenance}) vs {b!r} {nb.value:g} ({nb.provenance}) under paper_numbers "
-                                      f"is a gap of {gap:g} in the claimed direction, not more than the margin "
-                                      f"{v.margin:g}", v.margin)
+                                      f"is a gap of {gap:g} in the claimed direction, not more than {least:g}",
+                                      v.margin)
 
 
 # --------------------------------------------------------------------------- registry-driven checks

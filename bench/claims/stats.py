@@ -15,6 +15,9 @@ inconclusive and the report says why.
 * ``better`` -- for each pair (a, b): reproduced when mean(a) - mean(b) > margin and the 95%
   CI of the difference excludes 0; not reproduced when the CI lies below the margin.
 * ``ordering`` -- ``better`` on each adjacent pair of the listed order.
+* ``not_worse`` -- for each pair (a, b), "a is at least as good as b" (non-inferiority): reproduced
+  when the 95% CI of a - b (in the better direction) lies above -margin; not reproduced when it
+  lies below -margin; inconclusive otherwise.
 * ``equivalent`` -- for each pair (a, b), "a is comparable to b": reproduced when the 95% CI of
   mean(a) - mean(b) lies inside (-margin, +margin) (two one-sided tests, Schuirmann 1987, at the
   2.5% level each: stricter than the usual 90% interval); not reproduced when the CI lies wholly
@@ -192,7 +195,9 @@ def _unconverged_veto(decision: str, a: str, b: str, unconverged: frozenset[str]
 
 
 def _better(finals: pd.DataFrame, pairs: list[list[str]], margin: float, sign: float,
-            unconverged: frozenset[str] = frozenset()) -> tuple[str, str, list]:
+            unconverged: frozenset[str] = frozenset(), not_worse: bool = False) -> tuple[str, str, list]:
+    """``better`` (a beats b by more than margin) or, with not_worse, non-inferiority (a is not
+    worse than b by margin or more)."""
     decisions, details, numbers = [], [], []
     for a, b in pairs:
         va = sign * finals[finals.label == a].value.to_numpy()
@@ -202,13 +207,17 @@ def _better(finals: pd.DataFrame, pairs: list[list[str]], margin: float, sign: f
             details.append(f"{a} vs {b}: fewer than {MIN_SEEDS} finished seeds")
             continue
         d, lo, hi = difference_ci(va, vb)
-        decision = "reproduced" if d > margin and lo > 0 else "not reproduced" if hi < margin else "inconclusive"
+        if not_worse:
+            decision = "reproduced" if lo > -margin else "not reproduced" if hi < -margin else "inconclusive"
+        else:
+            decision = "reproduced" if d > margin and lo > 0 else "not reproduced" if hi < margin else "inconclusive"
         veto = _unconverged_veto(decision, a, b, unconverged)
         if _zero_width(lo, hi):
             veto = "zero-width interval: every seed gave the same difference, the seeds decide nothing"
         decisions.append("inconclusive" if veto else decision)
         numbers.append({"a": a, "b": b, "diff": d, "lo": lo, "hi": hi})
-        details.append(f"{a} − {b} = {estimate_words(d, lo, hi, '+')} (margin {margin:g})" + (f", {veto}" if veto else ""))
+        words = f"non-inferiority margin {margin:g}" if not_worse else f"margin {margin:g}"
+        details.append(f"{a} − {b} = {estimate_words(d, lo, hi, '+')} ({words})" + (f", {veto}" if veto else ""))
     return _combine(decisions), "; ".join(details), numbers
 
 
@@ -339,6 +348,8 @@ def _final_rule(finals: pd.DataFrame, rule: dict[str, Any], paper_numbers: list[
         order = rule["order"]
         return _better(finals, [[order[i], order[i + 1]] for i in range(len(order) - 1)],
                        rule.get("margin", 0.0), sign, unconverged)
+    if name == "not_worse":
+        return _better(finals, rule["pairs"], rule["margin"], sign, unconverged, not_worse=True)
     if name == "equivalent":
         return _equivalent(finals, rule["pairs"], rule["margin"], unconverged)
     if name == "threshold":

@@ -44,7 +44,7 @@ def _headline(outcome: dict[str, Any], rule: str) -> str:
     nums = outcome["numbers"]
     if not nums:
         return "—"
-    if rule in ("better", "ordering", "equivalent"):
+    if rule in ("better", "ordering", "equivalent", "not_worse"):
         return "; ".join(f"Δ {stats.estimate_words(n['diff'], n['lo'], n['hi'], '+')}" for n in nums)
     if rule == "faster_to_target":
         return "; ".join("target missed" if n.get("ratio") is None else
