@@ -304,6 +304,15 @@ def test_carve_valid_takes_the_last_rows_of_the_training_subset(data_dir, train_
     np.testing.assert_array_equal(split["test"][0].numpy(), raw["test"])  # other splits untouched
 
 
+def test_a_training_subset_larger_than_the_data_carves_from_the_data():
+    """The smoke profile's train_subset 300 on a 5-row dataset: the carve and the batch come from
+    the 5 rows (1 valid, 4 train), not from 300 (which left no training example)."""
+    spec = RunSpec(profile="smoke", dataset="dataset_free", model={"family": "qhbm"}, method="vqt", hparams={"lr": 0.1},
+                   seeds=(0,), epochs=1, batch_size=50, train_subset=300, eval_subset=50)
+    tuned = tuning_spec(spec, {"lr": 0.1})
+    assert (tuned.carve_valid, tuned.batch_size) == (1, 4)
+
+
 def test_a_method_with_no_knob_is_evaluated_at_its_base_configuration_without_a_tuning_run(monkeypatch, tmp_path):
     base = base_of("mob-more-components-help", "EM K=10")
     fake = FakeTrain({})

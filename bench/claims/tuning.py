@@ -73,7 +73,7 @@ def tuning_spec(base: RunSpec, point: dict[str, float]) -> RunSpec:
     the end of training only (the learning curve of a tuning run is not needed)."""
     if max(base.seeds) >= TUNING_SEED:
         raise ConfigError(f"evaluation seeds must be < {TUNING_SEED} (the tuning seed); got {list(base.seeds)}")
-    n_train = base.train_subset or _train_size(base)
+    n_train = min(base.train_subset or math.inf, _train_size(base))  # a subset larger than the data is all of it
     carve = max(1, min(int(VALID_FRACTION * n_train), base.eval_subset or n_train))
     # full-batch training stays full-batch on the smaller training set
     batch = min(base.batch_size, n_train - carve)
@@ -83,7 +83,7 @@ def tuning_spec(base: RunSpec, point: dict[str, float]) -> RunSpec:
 
 
 def _train_size(base: RunSpec) -> int:
-    """Training examples of a run without a train_subset (from the dataset's registered shapes)."""
+    """The dataset's training examples (from its registered shapes)."""
     shapes = data.get_spec(base.dataset).shapes
     return shapes["train"][0] if "train" in shapes else shapes["all"][0] - (base.holdout or 0)
 
