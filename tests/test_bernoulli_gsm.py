@@ -145,7 +145,7 @@ def _train(seeds: list[int], steps: int, state: bytes | None = None):
     x, y = _data(len(seeds))
     with noise.replica_noise(seeds, "cpu"):
         if state is None:
-            method = BernoulliGSM(_classifier(seeds), lr=0.05, init_pi=0.55, kl_warmup=3)
+            method = BernoulliGSM(_classifier(seeds), lr=0.05, variational_lr=0.1, init_pi=0.55, kl_warmup=3)
             method.prepare(x.shape[1])
         else:
             saved = torch.load(io.BytesIO(state), weights_only=False)
