@@ -23,7 +23,7 @@ from bench.perf import benchmark, interleaved_medians
 LAYERS = [784, 256, 256, 10]
 BATCH = 100
 INNER_STEPS = 5  # Entropy-SGD's L in the quick claim (bench/claims/entropysgd.yaml)
-TRAIN_SIZE = 60000  # MNIST's training set: Bayes by backprop's KL weight 1/N
+TRAIN_SIZE = 60000  # MNIST's training set: the Bayesian methods' N (KL weight 1/N, Langevin's N/B)
 
 
 def _step(name: str, x: torch.Tensor, y: torch.Tensor, device: torch.device, **hp):
@@ -57,6 +57,9 @@ def classifier_step_cost(device: torch.device) -> list[str]:
         "Bayes by backprop": ("bayes_by_backprop", xb, yb, {}),
         "MC dropout (p = 0.5)": ("mc_dropout", xb, yb, {}),
         "Deep ensemble, 5 members": ("deep_ensemble", xb, yb, {"members": 5}),
+        "Bernoulli gates, spike-and-slab prior": ("bernoulli_gsm", xb, yb, {}),
+        "SGLD": ("sgld", xb, yb, {}),
+        "Structured SGLD, K=3 layer groups": ("structured_sgld", xb, yb, {"groups": 3}),
     }
     times = interleaved_medians({label: (partial(_step, name, xs, ys, device, **hp), 20)
                                  for label, (name, xs, ys, hp) in configs.items()}, device)
