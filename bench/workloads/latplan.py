@@ -107,7 +107,7 @@ class LatplanWorkload(Workload):
     tuning_metric = ("bce", False)
 
     def exact_metrics(self, model: dict) -> tuple[str, ...]:
-        return ("bce", "bce_sem", *STEP_METRICS[1:], *PLAN_METRICS)
+        return (*STEP_METRICS, *PLAN_METRICS)
 
     @torch.no_grad()
     def metrics(self, model: StateAutoencoder, method: Method, x: Tensor, k: int,
