@@ -217,3 +217,10 @@ def test_planning_is_validated_by_the_simulator(collapse: bool):
     assert step["roundtrip"].tolist() == [expected] * 2 and step["collisions"].tolist() == [1.0 - expected] * 2
     assert final["plan_valid"].tolist() == [expected] * 2 and final["plan_optimal"].tolist() == [expected] * 2
     assert final["plan_suboptimal"].tolist() == [0.0, 0.0] and PLAN_DISTANCE == 7
+
+
+def test_the_puzzle_is_available_only_where_mnist_is(monkeypatch, tmp_path):
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path))
+    monkeypatch.setattr(data, "PROJECT_DATA", tmp_path)
+    assert not data.is_available("mnist") and not data.is_available("mnist_8puzzle")
+    assert data.is_available("bars_4x4")
