@@ -1,7 +1,8 @@
 """Dataset registry: canonical URLs and checksums, a search path, an npz cache, and loaders.
 
 The papers' small synthetic toys (3x3 lines, 4x4 bars, the QBVI paper's GLMs) are generated in memory by the process
-their code defines, with fixed seeds. Every real dataset is stored as one compressed npz (`<name>.npz`, arrays `x_train`, `x_valid`,
+their code defines, with fixed seeds; the MNIST 8-puzzle is rendered in memory from the verified
+`mnist` (Latplan's construction). Every real dataset is stored as one compressed npz (`<name>.npz`, arrays `x_train`, `x_valid`,
 `x_test`, `y_*` where labels exist). The loader looks for it on the search path:
 
 1. every directory in `$CLAIMBENCH_DATA` (``os.pathsep``-separated), then
@@ -32,6 +33,7 @@ import scipy.io
 
 from bench.core.errors import ChecksumMismatch, ConfigError, DatasetNotFound, unknown
 from bench.core.layout import PROJECT_ROOT, atomic_write
+from bench.domains import puzzle8
 
 PROJECT_DATA = PROJECT_ROOT / "data"
 ENV_VAR = "CLAIMBENCH_DATA"
@@ -59,6 +61,7 @@ class DatasetSpec:
     convert: Callable[[dict[str, Path]], dict[str, np.ndarray]] | None
     npz_sha256: str | None = None  # the distributed npz (see MANIFEST of the data folder)
     generate: Callable[[], dict[str, np.ndarray]] | None = None  # a paper's synthetic toy, built in memory
+    requires: tuple[str, ...] = ()  # the datasets a generated one is rendered from (the MNIST 8-puzzle: mnist)
     image_shape: tuple[int, int] | None = (28, 28)
     notes: str = ""
 
@@ -202,6 +205,26 @@ def _generate_glm(likelihood: str) -> dict[str, np.ndarray]:
     return out
 
 
+MNIST_8PUZZLE_SIZES = {"train": 5000, "test": 1000}
+
+
+def _generate_mnist_8puzzle() -> dict[str, np.ndarray]:
+    """The MNIST 8-puzzle of Latplan (Asai & Fukunaga 2018), rendered from the verified `mnist`:
+    tile t is the first MNIST training image of digit t (training indices 1, 3, 5, 7, 2, 0, 13,
+    15, 17 for digits 0..8), 2x2-mean pooled to 14x14 (bench.domains.puzzle8). 6000 distinct
+    states drawn uniformly from the 181,440 reachable ones (seed 8): the first 5000 train, the
+    last 1000 test (held-out states). x: (N, 1764) uint8 grey 42x42 images; y: each state's
+    Lehmer-code rank (puzzle8.unrank gives the permutation)."""
+    mnist = load("mnist")
+    tiles, _ = puzzle8.mnist_tiles(mnist.x["train"], mnist.y["train"])
+    states = puzzle8.random_states(sum(MNIST_8PUZZLE_SIZES.values()), np.random.default_rng(8))
+    n = MNIST_8PUZZLE_SIZES["train"]
+    out = {}
+    for split, part in (("train", states[:n]), ("test", states[n:])):
+        out[f"x_{split}"], out[f"y_{split}"] = puzzle8.render(part, tiles), puzzle8.rank(part)
+    return out
+
+
 # --------------------------------------------------------------------------- registry
 _LAROCHELLE = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
 _LECUN = "http://yann.lecun.com/exdb/mnist/"
@@ -259,6 +282,14 @@ DATASETS: dict[str, DatasetSpec] = {
                         "beta (0.3, -1, 2), noise sd 0.5, no intercept, x ~ N(0,1)^3 (our choice); rows (x, y); generated",
             shapes={"train": (1000, 4), "test": (1000, 4)},
             binary=False, originals=(), convert=None, generate=lambda: _generate_glm("linear"), image_shape=None,
+        ),
+        DatasetSpec(
+            name="mnist_8puzzle",
+            description="MNIST 8-puzzle (Latplan): 42x42 grey images of random states, rendered from mnist",
+            shapes={s: (n, puzzle8.PIXELS) for s, n in MNIST_8PUZZLE_SIZES.items()},
+            binary=False, originals=(), convert=None, generate=_generate_mnist_8puzzle, requires=("mnist",),
+            image_shape=(puzzle8.IMAGE_PX, puzzle8.IMAGE_PX),
+            notes="Generated from the verified mnist dataset (its search path and checksum); labels are state ranks.",
         ),
         DatasetSpec(
             name="binarized_mnist",
@@ -474,7 +505,9 @@ def locate(name: str) -> Path | None:
 def is_available(name: str) -> bool:
     """True when load() would succeed without network (generated, an npz, or all originals present)."""
     spec = get_spec(name)
-    return spec.generate is not None or locate(name) is not None or all(_find_original(o) for o in spec.originals)
+    if spec.generate is not None:
+        return all(is_available(d) for d in spec.requires)
+    return locate(name) is not None or all(_find_original(o) for o in spec.originals)
 
 
 def get_spec(name: str) -> DatasetSpec:

@@ -1,0 +1,152 @@
+"""Workload of Latplan's state autoencoder (``latplan`` family) on the MNIST 8-puzzle (Asai &
+Fukunaga, AAAI 2018; bench/models/latplan.py, bench/domains/puzzle8.py).
+
+A run reads ``mnist_8puzzle`` with ``labels: true`` (each image's state rank) and
+``transform: unit_interval``. The tile templates are read off the evaluated split's first image
+and its state (bench.domains.puzzle8.templates): the renderer's own tiles, no learned part.
+Codes are the deterministic test-time argmax (never a Gumbel sample). Every metric is exact
+(no sampling, so the evaluation K plays no part).
+
+Every evaluation (LP-1, the SAE):
+
+* 'bce': -log p(x | code(x)) in nats per image (the tuning score, lower is better), with its
+  standard error 'bce_sem';
+* 'roundtrip': fraction of images whose reconstruction sigmoid(decode(code(x))) classifies, tile
+  by tile to the nearest template, to the image's true state (all 9 tiles);
+* 'collisions': fraction of images whose code is also the code of an image of another state.
+
+Final evaluation (LP-2, planning with AMA1), on PLAN_INSTANCES instances: the initial states are
+the split's first PLAN_INSTANCES states, each goal a state exactly PLAN_DISTANCE moves away (drawn
+with a fixed seed from the symbolic breadth-first search). AMA1's action model is every ground
+transition among the states within PLAN_DISTANCE moves of the initial state, rendered and encoded
+(an edge code(s) -> code(t) per legal move s -> t: the paper's AMA1 enumerates the whole domain's
+transitions; a shortest plan never leaves this ball). Blind breadth-first search from code(init
+image) to code(goal image) in this latent graph gives a plan of codes; each is decoded, its image
+classified to a state, and the plan is checked by the symbolic simulator (never the learned model):
+
+* 'plan_valid': fraction of instances whose decoded plan starts at the initial state, ends at the
+  goal and takes only legal moves (no plan found counts as invalid);
+* 'plan_optimal': fraction whose plan is valid and of the optimal length PLAN_DISTANCE;
+* 'plan_suboptimal': fraction valid but longer than optimal ('plan_valid' - 'plan_optimal').
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bench.core.errors import ConfigError
+from bench.domains import puzzle8
+from bench.domains.search import bfs_path
+from bench.models.latplan import StateAutoencoder
+from bench.workloads import Workload, register_workload, with_sem
+from bench.workloads.method import Method
+
+PLAN_INSTANCES = 20  # the research notes' quick setup: 20 instances at distance 7
+PLAN_DISTANCE = 7
+PLAN_SEED = 7  # draws each goal among the states PLAN_DISTANCE moves from its initial state
+STEP_METRICS = ("bce", "roundtrip", "collisions")
+PLAN_METRICS = ("plan_valid", "plan_optimal", "plan_suboptimal")
+
+
+def _states(y: Tensor | None) -> np.ndarray:
+    """The (N, 9) states of labels y (R, N) (identical across replicas)."""
+    if y is None:
+        raise ConfigError("the latplan workload reads each image's state: set `labels: true` in the claim")
+    return puzzle8.unrank(y[0].cpu().numpy())
+
+
+def _decode_plan(model: StateAutoencoder, replica: int, plan: list[bytes], like: Tensor) -> np.ndarray:
+    """Replica `replica`'s images (M, D) float64 in [0, 1] of a plan's M codes (uint8 bits as bytes)."""
+    bits = np.frombuffer(b"".join(plan), dtype=np.uint8).reshape(len(plan), -1).copy()
+    z = torch.as_tensor(bits, dtype=like.dtype, device=like.device).expand(like.shape[0], -1, -1)
+    return torch.sigmoid(model.decode(z)[replica]).double().cpu().numpy()
+
+
+def _collisions(codes: np.ndarray, ranks: np.ndarray) -> float:
+    """Fraction of rows whose code (M, N) is shared with a row of another state rank (M,)."""
+    by_code: dict[bytes, set[int]] = defaultdict(set)
+    keys = [row.tobytes() for row in codes]
+    for key, r in zip(keys, ranks.tolist()):
+        by_code[key].add(r)
+    return float(np.mean([len(by_code[key]) > 1 for key in keys]))
+
+
+def _instances(starts: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per instance the states within PLAN_DISTANCE moves of its start (the start first), and the
+    goals (P, 9) drawn among those exactly PLAN_DISTANCE away."""
+    rng = np.random.default_rng(PLAN_SEED)
+    balls, goals = [], []
+    for start in starts:
+        dist = puzzle8.distances(start, PLAN_DISTANCE)
+        ball = np.array(list(dist), dtype=np.int64)
+        far = [s for s, d in dist.items() if d == PLAN_DISTANCE]
+        balls.append(ball)
+        goals.append(far[rng.integers(len(far))])
+    return balls, np.array(goals, dtype=np.int64)
+
+
+def _plan(ball: np.ndarray, codes: np.ndarray, goal_code: bytes) -> list[bytes] | None:
+    """BFS in AMA1's latent graph over one ball (states (M, 9), their codes (M, N)) from the code
+    of ball[0] to goal_code."""
+    key = {tuple(s): c.tobytes() for s, c in zip(ball.tolist(), codes)}
+    graph: dict[bytes, list[bytes]] = defaultdict(list)
+    for s, c in key.items():
+        for t in puzzle8.successors(s):
+            if t in key and key[t] not in graph[c]:
+                graph[c].append(key[t])
+    return bfs_path(graph, key[tuple(ball[0].tolist())], goal_code)
+
+
+@register_workload("latplan")
+class LatplanWorkload(Workload):
+    transforms = ("unit_interval",)
+    tuning_metric = ("bce", False)
+
+    def exact_metrics(self, model: dict) -> tuple[str, ...]:
+        return (*STEP_METRICS, *PLAN_METRICS)
+
+    @torch.no_grad()
+    def metrics(self, model: StateAutoencoder, method: Method, x: Tensor, k: int,
+                y: Tensor | None) -> dict[str, Tensor]:
+        states = _states(y)
+        tiles = puzzle8.templates(x[0, 0].double().cpu().numpy(), states[0])
+        codes = model.code(x)
+        recon = model.decode(codes)
+        out = with_sem("bce", model.cross_entropy(x, recon))
+        images = torch.sigmoid(recon).double().cpu().numpy()
+        ranks = puzzle8.rank(states)
+        bits = codes.to(torch.uint8).cpu().numpy()
+        out["roundtrip"] = torch.tensor([(puzzle8.classify(im, tiles) == states).all(1).mean() for im in images])
+        out["collisions"] = torch.tensor([_collisions(b, ranks) for b in bits])
+        return out
+
+    @torch.no_grad()
+    def final_metrics(self, model: StateAutoencoder, x: Tensor, y: Tensor | None, split: str) -> dict[str, Tensor]:
+        states = _states(y)
+        if len(states) < PLAN_INSTANCES:
+            raise ConfigError(f"latplan planning needs {PLAN_INSTANCES} evaluated states; got {len(states)}")
+        tiles = puzzle8.templates(x[0, 0].double().cpu().numpy(), states[0])
+        balls, goals = _instances(states[:PLAN_INSTANCES])
+        images = puzzle8.render(np.concatenate([*balls, goals]), tiles)
+        r = x.shape[0]
+        codes = model.code(torch.as_tensor(images, dtype=x.dtype, device=x.device).expand(r, -1, -1))
+        bits = codes.to(torch.uint8).cpu().numpy()  # (R, M, N)
+        bounds = np.cumsum([0, *map(len, balls)])
+        valid = np.zeros((r, PLAN_INSTANCES))
+        optimal = np.zeros((r, PLAN_INSTANCES))
+        for i in range(r):
+            for j, ball in enumerate(balls):
+                plan = _plan(ball, bits[i, bounds[j]:bounds[j + 1]], bits[i, bounds[-1] + j].tobytes())
+                if plan is None:
+                    continue
+                steps = puzzle8.classify(_decode_plan(model, i, plan, x), tiles)
+                ok = ((steps[0] == ball[0]).all() and (steps[-1] == goals[j]).all()
+                      and puzzle8.valid_plan(steps.tolist()))
+                valid[i, j] = ok
+                optimal[i, j] = ok and len(plan) - 1 == PLAN_DISTANCE
+        return {"plan_valid": torch.tensor(valid.mean(1)), "plan_optimal": torch.tensor(optimal.mean(1)),
+                "plan_suboptimal": torch.tensor((valid - optimal).mean(1))}
