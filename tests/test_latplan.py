@@ -10,6 +10,7 @@ import itertools
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -19,6 +20,7 @@ from bench.engine import data
 from bench.models.latplan import StateAutoencoder
 from bench.nn import noise
 from bench.workloads import workload_for
+from bench.workloads.health import run_checks
 from bench.workloads.latplan import PLAN_DISTANCE, PLAN_INSTANCES
 from methods.sae_gumbel import SAEGumbel
 
@@ -224,3 +226,13 @@ def test_the_puzzle_is_available_only_where_mnist_is(monkeypatch, tmp_path):
     monkeypatch.setattr(data, "PROJECT_DATA", tmp_path)
     assert not data.is_available("mnist") and not data.is_available("mnist_8puzzle")
     assert data.is_available("bars_4x4")
+
+
+def test_a_state_autoencoder_that_never_round_trips_is_degenerate():
+    """The quick budget's failure mode: round trip 0 at every evaluation reads 'flat curve'
+    (degenerate: its plans test nothing), a learning one does not."""
+    rows = pd.DataFrame([{"split": "test", "metric": "roundtrip", "eval_k": 1, "seed": seed, "step": step, "value": v}
+                         for seed, values in {0: [0.0, 0.0, 0.0], 1: [0.0, 0.4, 0.9]}.items()
+                         for step, v in enumerate(values)])
+    findings = run_checks(workload_for("latplan").health_checks({}), rows)
+    assert [(f.seed, f.check, f.kind) for f in findings] == [(0, "flat curve", "degenerate")]

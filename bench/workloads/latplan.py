@@ -43,6 +43,7 @@ from bench.domains import puzzle8
 from bench.domains.search import bfs_path
 from bench.models.latplan import StateAutoencoder
 from bench.workloads import Workload, register_workload, with_sem
+from bench.workloads.health import Check, blow_up, flat_curve
 from bench.workloads.method import Method
 
 PLAN_INSTANCES = 20  # the research notes' quick setup: 20 instances at distance 7
@@ -108,6 +109,12 @@ class LatplanWorkload(Workload):
 
     def exact_metrics(self, model: dict) -> tuple[str, ...]:
         return (*STEP_METRICS, *PLAN_METRICS)
+
+    def health_checks(self, model: dict) -> list[Check]:
+        """A reconstruction loss that blows up, and a state autoencoder that never round-trips a
+        single held-out state (round trip flat at its first value, 0: nothing learned, so its plans
+        test nothing)."""
+        return [blow_up("bce", higher_is_better=False, split="test"), flat_curve("roundtrip", "test")]
 
     @torch.no_grad()
     def metrics(self, model: StateAutoencoder, method: Method, x: Tensor, k: int,
