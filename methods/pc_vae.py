@@ -19,11 +19,12 @@ the encoder as (mu, log sigma) = q(x). The data x is clamped at the input and at
       F = lambda (|m - mu|^2 + |s - log sigma|^2) / 2 + KL(N(m, e^{2s}) || N(0, I)) + |x - x_hat(z)|^2 / 2,
   x_hat = sigmoid(decoder head), the mean of p(x | z) for either likelihood.
 
-``precision`` lambda weights the node-prediction term: 1 is the paper's plain sum of divergences;
+``precision`` lambda weights the node-prediction term: 1 is the unweighted sum of divergences (our
+reading of the paper's F_KL);
 as lambda grows the inferred node stays within O(1/lambda) of its prediction and the weight update
 at the fixed point tends to backprop's (the small-error limit of PC, Whittington & Bogacz 2017,
-Neural Computation 29(5)); at lambda = 1 it is a different update (cosine about 0.6 to backprop's
-on the test's small VAE).
+Neural Computation 29(5)); at lambda = 1 it is a different update (cosine about 0.55 to backprop's
+at the fixed point on the test's small VAE).
 
 One ``step``: predict (mu, log sigma) = q(x); start the node there (the feed-forward pass); T =
 ``iterations`` inference steps with the weights fixed, phi <- phi - lr_x * G^{-1} dF/dphi; then one
