@@ -386,6 +386,8 @@ class ClaimSpec(Strict):
     transform: Literal[TRANSFORMS] = "none"  # type: ignore[valid-type]
     labels: bool = False
     holdout: Count | None = None
+    downsample: Count | None = None  # average-pool the images by this factor (bench.engine.data.pool)
+    missing_rate: Annotated[float, Field(gt=0, lt=1)] | None = None  # MCAR training entries (bench.core.missing.mcar)
     substitutions: Substitutions = []  # hold at every profile; a profile's own are under profiles.<p>
 
     @model_validator(mode="after")
