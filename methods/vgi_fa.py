@@ -1,6 +1,7 @@
 """Variational Gibbs inference (VGI) for factor analysis with missing data (Simkus, Rhodes & Gutmann
-2023, "Variational Gibbs inference for statistical model estimation from incomplete data", JMLR 24,
-Sec. 3-4; their code github.com/vsimkus/variational-gibbs-inference).
+2023, "Variational Gibbs inference for statistical model estimation from incomplete data", JMLR 24;
+the settings of their code, github.com/vsimkus/variational-gibbs-inference, as the research notes
+read them).
 
 VGI fits a density model p_theta(x) to incomplete data by keeping `copies` imputed copies x~ of each
 training example (observed values fixed, missing ones imputed) and a variational model of the
@@ -13,12 +14,13 @@ univariate conditionals q_phi(x_j | x_-j) of every value. Per step:
 3. *Variational model*: one AMSGrad step (rate lr_q) on the per-dimension variational bound
    E_{q_phi(x_j | x~_-j)}[log p_theta(x_j, x~_-j) - log q_phi(x_j | x~_-j)], j again drawn
    uniformly among the missing values of each copy, by the reparameterisation x_j = m + s eps with
-   one sample (the paper's eq. 12 with entropy coefficient 1). Its maximiser over q is the model's
+   one Monte Carlo sample and entropy coefficient 1 (the authors' settings). Its maximiser over q is the model's
    own conditional p_theta(x_j | x~_-j), so at convergence the imputation chain is a Gibbs sampler
    of p_theta(x_m | x_o).
 
 The variational conditionals are univariate Gaussians N(m_j, s_j^2) from one network with a
-replica axis: the input is the copy with value j zeroed, concatenated with the example's missing
+replica axis, in units standardised by each value's observed training mean and standard deviation:
+the input is the standardised copy with value j zeroed, concatenated with the example's missing
 indicator; the output (m_j, log s_j^2) for every j through a linear map of the input plus a hidden
 ReLU layer of `hidden` units (the paper's resnet encoder reduced to one residual block: the linear
 part, zero at the start, holds a Gaussian's linear conditionals exactly); head j is read for value j.
@@ -32,8 +34,8 @@ pre-training on observed data, in one warm-up); no learning-rate annealing.
 
 **The step needs the whole training set** (batch_size = N, the claims' setting): the copies persist
 across steps, and the loop hands the rows in a new order every epoch; each row is found again by
-sorting the rows on a fixed random projection of their values and missing indicators (two rows
-with equal keys are equal, so which copy each gets does not matter). A smaller batch is a
+sorting the rows on a fixed random projection of their values and missing indicators (equal keys
+mean equal rows but for a coincidence of probability zero, and equal rows may swap copies). A smaller batch is a
 ConfigError. Returns 'll_imputed' (mean log p_theta over the copies before the update, nats) and
 'vgi_bound' (the variational objective of step 3, nats per updated value).
 """
@@ -70,7 +72,7 @@ class GaussianConditionals(nn.Module):
 
 
 @register("vgi_fa", family="factor_analysis",
-          defaults={"lr": 0.01, "lr_q": 0.003, "copies": 5, "gibbs_steps": 5, "hidden": 64, "delay": 20},
+          defaults={"lr": 0.01, "lr_q": 0.01, "copies": 2, "gibbs_steps": 5, "hidden": 32, "delay": 100},
           tunable=("lr",))
 class VGIFactorAnalysis(Method):
     model: FactorAnalysis
@@ -95,9 +97,12 @@ class VGIFactorAnalysis(Method):
         """q(x_j | x_-j) for x (R, M, D) complete (imputed), the examples' missing indicators
         (R, M, D) and one value index per row dims (R, M): (mean, variance), each (R, M)."""
         target = F.one_hot(dims, x.shape[-1]).to(x.dtype)
-        mean, log_var = self.q(torch.cat([x * (1 - target), missing.to(x.dtype)], -1))
+        standard = (x - self.centre) / self.scale
+        mean, log_var = self.q(torch.cat([standard * (1 - target), missing.to(x.dtype)], -1))
         pick = dims.unsqueeze(-1)
-        return mean.gather(-1, pick).squeeze(-1), log_var.gather(-1, pick).squeeze(-1).exp()
+        centre, scale = self.centre.expand_as(x).gather(-1, pick), self.scale.expand_as(x).gather(-1, pick)
+        mean, variance = centre + scale * mean.gather(-1, pick), scale.square() * log_var.gather(-1, pick).exp()
+        return mean.squeeze(-1), variance.squeeze(-1)
 
     def _flat(self) -> tuple[Tensor, Tensor]:
         assert self.pool is not None and self.missing is not None
@@ -137,6 +142,8 @@ class VGIFactorAnalysis(Method):
         draws = x.unsqueeze(2).expand(-1, -1, self.copies, -1).gather(1, rows)
         self.pool = torch.where(missing.unsqueeze(2), draws, x.unsqueeze(2))
         self.missing = missing.unsqueeze(2)
+        self.centre = x.nanmean(1, keepdim=True)  # (R, 1, D)
+        self.scale = (x - self.centre).square().nanmean(1, keepdim=True).sqrt().clamp_min(1e-6)
 
     def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         if x.shape[1] != self.train_size:

@@ -16,7 +16,10 @@ from sklearn.decomposition import FactorAnalysis as SklearnFA
 
 from bench.core.errors import ConfigError
 from bench.core.missing import mcar
+from bench.core.spec import RunSpec
+from bench.engine.data import load
 from bench.engine.methods import get_method
+from bench.engine.train import prepare_data
 from bench.models.factor_analysis import FactorAnalysis
 
 D, Q = 8, 2
@@ -198,3 +201,26 @@ def test_mean_imputation_fits_the_mean_completed_data():
         ll = method.step(replicate(holed, 1))["ll_imputed"]
     reference = SklearnFA(n_components=Q, tol=1e-10, max_iter=10000).fit(completed).score(completed)
     assert float(ll) == pytest.approx(reference, abs=2e-3)
+
+
+def test_missing_rate_masks_the_training_split_only_and_downsample_pools():
+    """The engine's data keys on the real Frey faces: 4 x 4 average pooling (checked against numpy
+    on the raw frames), NaN at the fixed MCAR mask of the training split (also in a validation
+    split carved from it), the test split complete and equal with and without the mask."""
+    base = dict(profile="smoke", dataset="frey_faces", model={"family": "factor_analysis", "layers": [35, 5]},
+                method="fa_em_missing", hparams={}, seeds=(0,), epochs=1, batch_size=10, transform="unit_interval",
+                holdout=265, downsample=4)
+    complete = prepare_data(RunSpec(**base), torch.device("cpu"))
+    holed = prepare_data(RunSpec(**base, missing_rate=0.5), torch.device("cpu"))
+    carved = prepare_data(RunSpec(**base, missing_rate=0.5, carve_valid=100), torch.device("cpu"))
+    raw = load("frey_faces").x["all"][np.random.default_rng(0).permutation(1965)[-265:]] / 255.0
+    pooled = raw.reshape(265, 7, 4, 5, 4).mean((2, 4)).reshape(265, 35)
+    np.testing.assert_allclose(complete["test"][0].numpy(), pooled, rtol=1e-6)
+    torch.testing.assert_close(holed["test"][0], complete["test"][0])
+    train, full = holed["train"][0], complete["train"][0]
+    assert train.shape == full.shape == (1700, 35)  # no frame lost all 35 values
+    missing = torch.isnan(train)
+    assert abs(float(missing.float().mean()) - 0.5) < 0.01
+    torch.testing.assert_close(train[~missing], full[~missing])
+    np.testing.assert_array_equal(missing.numpy(), mcar((1700, 35), 0.5))
+    assert torch.isnan(carved["valid"][0]).any() and not torch.isnan(complete["test"][0]).any()
