@@ -7,9 +7,9 @@ log-likelihood of the completed data, the same density-model update as VGI (meth
 without its imputation chains. The imputed values never change, so the fit is the ML estimate of
 a data set whose missing entries sit at the mean, with the variances and covariances shrunk.
 
-The step needs the whole training set (batch_size = N, the claims' setting), so that the means are
-the training set's; a smaller batch is a ConfigError. Returns 'll_imputed', the mean log p(x~) of
-the completed data before the update, in nats.
+The means are the model's ``observed_mean`` (set from the whole training set by the workload's
+``prepare``), so any batch size imputes the same values; the claims run full batch. Returns
+'ll_imputed', the mean log p(x~) of the completed data before the update, in nats.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bench.core.errors import ConfigError
 from bench.models.factor_analysis import FactorAnalysis
 from bench.workloads.method import Method, register
 
@@ -30,15 +29,9 @@ class MeanImputation(Method):
         super().__init__(model, **hparams)
         self.opt = torch.optim.Adam(model.parameters(), lr=self.lr)
 
-    def prepare(self, train_size: int) -> None:
-        self.train_size = train_size
-
     def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
-        if x.shape[1] != self.train_size:
-            raise ConfigError(f"mean_imputation imputes the training means and needs the whole training set per "
-                              f"step: set batch_size to N = {self.train_size} (got {x.shape[1]})")
         x = x.to(torch.float64)
-        completed = torch.where(torch.isfinite(x), x, x.nanmean(1, keepdim=True))
+        completed = torch.where(torch.isfinite(x), x, self.model.observed_mean.unsqueeze(1))
         ll = self.model.log_prob(completed).mean(1)
         self.opt.zero_grad(set_to_none=True)
         (-ll.sum()).backward()

@@ -32,12 +32,16 @@ paper's empirical-distribution pre-imputation) and `delay` steps in which the de
 train on those pre-imputations before the chains move (the paper's imputation delay and q's
 pre-training on observed data, in one warm-up); no learning-rate annealing.
 
-**The step needs the whole training set** (batch_size = N, the claims' setting): the copies persist
-across steps, and the loop hands the rows in a new order every epoch; each row is found again by
-sorting the rows on a fixed random projection of their values and missing indicators (equal keys
-mean equal rows but for a coincidence of probability zero, and equal rows may swap copies). A smaller batch is a
-ConfigError. Returns 'll_imputed' (mean log p_theta over the copies before the update, nats) and
-'vgi_bound' (the variational objective of step 3, nats per updated value).
+**The copies persist when each step gets the whole training set** (batch_size = N, the claims'
+quick and paper setting): the loop hands the rows in a new order every epoch, and each row is found
+again by sorting the rows on a fixed random projection of their values and missing indicators
+(equal keys mean equal rows but for a coincidence of probability zero, and equal rows may swap
+copies). On a smaller batch (the smoke profile) rows cannot be told apart across steps, so each
+batch is pre-imputed afresh and its chains run only that step's Gibbs updates: a degraded VGI,
+not the paper's. The conditionals' standardisation is the model's observed training mean and
+standard deviation (``observed_mean``, ``observed_sd``). Returns 'll_imputed' (mean log p_theta over
+the copies before the update, nats) and 'vgi_bound' (the variational objective of step 3, nats per
+updated value).
 """
 
 from __future__ import annotations
@@ -48,7 +52,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.core.errors import ConfigError
 from bench.models.factor_analysis import FactorAnalysis
 from bench.nn import noise
 from bench.nn.linear import ReplicaLinear
@@ -97,10 +100,11 @@ class VGIFactorAnalysis(Method):
         """q(x_j | x_-j) for x (R, M, D) complete (imputed), the examples' missing indicators
         (R, M, D) and one value index per row dims (R, M): (mean, variance), each (R, M)."""
         target = F.one_hot(dims, x.shape[-1]).to(x.dtype)
-        standard = (x - self.centre) / self.scale
+        centre, scale = self.model.observed_mean.unsqueeze(1), self.model.observed_sd.unsqueeze(1)  # (R, 1, D)
+        standard = (x - centre) / scale
         mean, log_var = self.q(torch.cat([standard * (1 - target), missing.to(x.dtype)], -1))
         pick = dims.unsqueeze(-1)
-        centre, scale = self.centre.expand_as(x).gather(-1, pick), self.scale.expand_as(x).gather(-1, pick)
+        centre, scale = centre.expand_as(x).gather(-1, pick), scale.expand_as(x).gather(-1, pick)
         mean, variance = centre + scale * mean.gather(-1, pick), scale.square() * log_var.gather(-1, pick).exp()
         return mean.squeeze(-1), variance.squeeze(-1)
 
@@ -142,15 +146,10 @@ class VGIFactorAnalysis(Method):
         draws = x.unsqueeze(2).expand(-1, -1, self.copies, -1).gather(1, rows)
         self.pool = torch.where(missing.unsqueeze(2), draws, x.unsqueeze(2))
         self.missing = missing.unsqueeze(2)
-        self.centre = x.nanmean(1, keepdim=True)  # (R, 1, D)
-        self.scale = (x - self.centre).square().nanmean(1, keepdim=True).sqrt().clamp_min(1e-6)
 
     def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
-        if x.shape[1] != self.train_size:
-            raise ConfigError(f"vgi_fa keeps imputed copies of every training example and needs the whole training set "
-                              f"per step: set batch_size to N = {self.train_size} (got {x.shape[1]})")
         x = self._rows(x.to(torch.float64))
-        if self.pool is None:
+        if self.pool is None or x.shape[1] != self.train_size:  # a minibatch: fresh copies (see the docstring)
             self._pre_impute(x)
         if self.steps >= self.delay:
             self.gibbs(self.gibbs_steps)

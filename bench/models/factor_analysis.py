@@ -24,7 +24,8 @@ log-density log N(x; mu, C).
 Initialisation, per replica from its own seed (``bench.nn.noise.replica_generators``, seeded by
 1000 * seed + 1): W = 0.1 Z with Z (D, q) standard normal, mu = 0, Psi = 1; `initialize_from_data`
 then sets mu to the observed training mean, Psi to the observed training variance and scales W by
-the square root of the mean observed variance.
+the square root of the mean observed variance, and keeps that mean and standard deviation as fixed
+buffers (``observed_mean``, ``observed_sd``) for the imputation methods.
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ class FactorAnalysis(nn.Module):
         self.weight = nn.Parameter(0.1 * start)  # W (R, D, q)
         self.mean = nn.Parameter(torch.zeros(len(seeds), d, dtype=torch.float64))  # mu (R, D)
         self.log_noise = nn.Parameter(torch.zeros(len(seeds), d, dtype=torch.float64))  # log Psi (R, D)
+        # the observed training values' mean and standard deviation per value (R, D), set by
+        # `initialize_from_data` and fixed: what imputation methods centre and scale by
+        self.register_buffer("observed_mean", torch.zeros(len(seeds), d, dtype=torch.float64))
+        self.register_buffer("observed_sd", torch.ones(len(seeds), d, dtype=torch.float64))
 
     @property
     def noise_variance(self) -> Tensor:
@@ -71,7 +76,8 @@ class FactorAnalysis(nn.Module):
     @torch.no_grad()
     def initialize_from_data(self, x_train: Tensor) -> None:
         """mu <- the observed mean, Psi <- the observed variance of each value of x_train (N, D)
-        (NaN = missing), W *= sqrt(mean observed variance). A ValueError when a value is observed
+        (NaN = missing), W *= sqrt(mean observed variance); the buffers observed_mean and
+        observed_sd keep that mean and the variance's square root. A ValueError when a value is observed
         fewer than twice."""
         x = x_train.to(torch.float64)
         counts = torch.isfinite(x).sum(0)
@@ -82,6 +88,8 @@ class FactorAnalysis(nn.Module):
         variance = ((x - mean).square().nan_to_num(0.0).sum(0) / counts).clamp_min(1e-6)
         self.mean.copy_(mean.expand_as(self.mean))
         self.log_noise.copy_(variance.log().expand_as(self.log_noise))
+        self.observed_mean.copy_(mean.expand_as(self.mean))
+        self.observed_sd.copy_(variance.sqrt().expand_as(self.mean))
         self.weight.mul_(variance.mean().sqrt())
 
     def posterior(self, x: Tensor) -> FactorPosterior:
