@@ -117,9 +117,9 @@ def _check_spec(spec: RunSpec, flag: str) -> None:
                           f"{cls.defaults.get(key)!r})") from None
     layers = spec.model.get("layers")
     try:
-        data.check_width(spec.dataset, layers)
+        data.check_width(spec.dataset, layers, spec.downsample)
     except ConfigError as exc:
-        fix = ",".join(map(str, [data.width(spec.dataset), *layers[1:]]))
+        fix = ",".join(map(str, [data.width(spec.dataset, spec.downsample), *layers[1:]]))
         raise ConfigError(f"{exc} (e.g. --layers {fix})") from None
 
 

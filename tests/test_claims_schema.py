@@ -175,7 +175,7 @@ def test_a_claim_needs_the_quick_profile(tmp_path):
 
 # ------------------------------------------------------------------------ unknown keys at each level
 @pytest.mark.parametrize("path, where, allowed", [
-    ((), "the claim", "dataset, figure, held_out_classes, holdout, id"),
+    ((), "the claim", "dataset, downsample, figure, held_out_classes, holdout, id"),
     (("profiles", "quick"), "profiles.quick", "batch_size, epochs, eval_every"),
     (("profiles",), "profiles", "paper, quick"),
     (("verdict",), "verdict", "margin, pairs, rule"),

@@ -53,7 +53,7 @@ from bench.workloads import workload_for
 
 CLAIMS_DIR = Path(__file__).resolve().parent  # the YAML files live beside this module
 PROFILES = ("quick", "paper", "smoke")
-DATA_KEYS = {"transform", "labels", "holdout", "held_out_classes"}  # how the claim's dataset is read, next to `dataset`
+DATA_KEYS = {"transform", "labels", "holdout", "held_out_classes", "downsample", "missing_rate"}  # how the claim's dataset is read, next to `dataset`
 SMOKE = {"seeds": [0, 1], "epochs": 2, "train_subset": 300, "batch_size": 50, "eval_every": 1,
          "eval_k": 5, "eval_subset": 50, "final_eval_k": 20}
 
@@ -201,7 +201,7 @@ def expand(claim: Claim, profile: str) -> ClaimPlan:
                                    hparams=hparams, **data_keys, **{**settings, **batch})
         try:
             workload_for(label_model["family"]).check_transform(label_model, plan.runs[label].transform)
-            data.check_width(claim.spec["dataset"], label_model.get("layers"))
+            data.check_width(claim.spec["dataset"], label_model.get("layers"), claim.spec.get("downsample"))
         except ConfigError as exc:
             raise ConfigError(f"{claim.source.name}, claim {claim.id!r}, label {label!r}: {exc}") from None
     return plan

@@ -401,6 +401,8 @@ class ClaimSpec(Strict):
     # classes (labels) left out of training and validation and kept in the test split, where the
     # methods' predictive metrics tell seen from unseen classes (Jospin et al.'s held-out digit)
     held_out_classes: Annotated[list[Annotated[int, Field(ge=0)]], AfterValidator(_distinct)] = []
+    downsample: Count | None = None  # average-pool the images by this factor (bench.engine.data.pool)
+    missing_rate: Annotated[float, Field(gt=0, lt=1)] | None = None  # MCAR training entries (bench.core.missing.mcar)
     substitutions: Substitutions = []  # hold at every profile; a profile's own are under profiles.<p>
 
     @model_validator(mode="after")

@@ -14,7 +14,8 @@ from bench.core.errors import ConfigError, check_keys
 
 TRANSFORMS = ("none", "dynamic_binarize", "unit_interval")
 TIMINGS = ("lockstep", "per_seed")
-LATER_FIELDS = {"carve_valid": None, "timing": "lockstep", "held_out_classes": ()}  # fields added after the first runs, and their defaults
+LATER_FIELDS = {"carve_valid": None, "timing": "lockstep", "held_out_classes": (), "downsample": None,
+                "missing_rate": None}  # fields added after the first runs, and their defaults
 
 
 def parse_scalar(text: str) -> Any:
@@ -52,6 +53,8 @@ class RunSpec:
     carve_valid: int | None = None  # tuning runs: the last N training examples become 'valid' (see bench.claims.tuning)
     timing: str = "lockstep"  # 'per_seed': each seed trains alone with its own clock (claims about time)
     held_out_classes: tuple[int, ...] = ()  # labels left out of train and valid, kept in test (unseen-class probes)
+    downsample: int | None = None  # average-pool images by this factor (a reduced resolution)
+    missing_rate: float | None = None  # MCAR: NaN at this fraction of the training entries (one fixed mask)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))

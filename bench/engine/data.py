@@ -516,16 +516,31 @@ def get_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def width(name: str) -> int:
-    """Values per example of a registered dataset (from its declared shapes; nothing is loaded)."""
-    return next(iter(get_spec(name).shapes.values()))[1]
+def width(name: str, downsample: int | None = None) -> int:
+    """Values per example of a registered dataset (from its declared shapes; nothing is loaded),
+    after average pooling by `downsample` (see `pool`)."""
+    spec = get_spec(name)
+    if downsample is None:
+        return next(iter(spec.shapes.values()))[1]
+    if spec.image_shape is None or any(side % downsample for side in spec.image_shape):
+        raise ConfigError(f"dataset {name!r} (image shape {spec.image_shape}) cannot be pooled by {downsample}: "
+                          f"downsample needs images whose sides it divides")
+    return (spec.image_shape[0] // downsample) * (spec.image_shape[1] // downsample)
 
 
-def check_width(name: str, layers: object) -> None:
+def check_width(name: str, layers: object, downsample: int | None = None) -> None:
     """A ConfigError when a model's layer sizes do not start at the dataset's width."""
-    if isinstance(layers, list) and layers and layers[0] != width(name):
-        raise ConfigError(f"model layers {layers} start at {layers[0]}, but dataset {name!r} has {width(name)} "
-                          f"values per example: the first layer is the data's width")
+    if isinstance(layers, list) and layers and layers[0] != width(name, downsample):
+        raise ConfigError(f"model layers {layers} start at {layers[0]}, but dataset {name!r} has "
+                          f"{width(name, downsample)} values per example: the first layer is the data's width")
+
+
+def pool(x: np.ndarray, image_shape: tuple[int, int], factor: int) -> np.ndarray:
+    """Average pooling of images stored as rows, x (N, H * W) row-major -> (N, (H / f) * (W / f))
+    float32, each value the mean of a f x f block (a reduced resolution)."""
+    h, w = image_shape
+    blocks = x.reshape(len(x), h // factor, factor, w // factor, factor).astype(np.float64)
+    return blocks.mean((2, 4)).reshape(len(x), -1).astype(np.float32)
 
 
 def load(name: str, download: bool = True) -> Dataset:

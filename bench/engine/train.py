@@ -23,6 +23,7 @@ from torch import Tensor
 from bench.core import devices
 from bench.core.errors import ConfigError
 from bench.core.layout import atomic_write
+from bench.core.missing import mcar
 from bench.core.spec import RunSpec
 from bench.engine import data as datasets
 from bench.engine import results
@@ -46,6 +47,11 @@ def prepare_data(spec: RunSpec, device: torch.device) -> dict[str, tuple[Tensor,
     held_out_classes: examples of these labels leave 'train' and 'valid' last (after the subset and
     the carving, so a run with held-out classes trains on fewer examples than train_subset); 'test'
     keeps them (the unseen classes a classifier's predictive is probed on).
+    downsample: every split is average-pooled by this factor (grey images, scaled to [0, 1] first).
+    missing_rate: the training split (before carve_valid and train_subset, so a carved validation
+    split is incomplete too) gets NaN at the entries of one fixed MCAR mask (bench.core.missing.mcar,
+    the same for every method and seed of every claim); examples left with no observed value are
+    dropped (the filter_fully_missing of Simkus et al. 2023). The test split stays complete.
     """
     ds = datasets.load(spec.dataset)
     if not ds.binary and spec.transform == "none":
@@ -61,6 +67,15 @@ def prepare_data(spec: RunSpec, device: torch.device) -> dict[str, tuple[Tensor,
             x["valid"], x["train"] = x["train"][-spec.holdout:], x["train"][:-spec.holdout]
             if "train" in y:
                 y["valid"], y["train"] = y["train"][-spec.holdout:], y["train"][:-spec.holdout]
+    if spec.downsample is not None:
+        scale = 255.0 if not ds.binary else 1.0
+        x = {split: datasets.pool(xs / scale, ds.image_shape, spec.downsample) for split, xs in x.items()}
+    if spec.missing_rate is not None:
+        if y:
+            raise ConfigError(f"missing_rate masks unlabelled data only; dataset {spec.dataset!r} has labels")
+        train = x["train"].astype(np.float32) / np.float32(255.0 if x["train"].dtype == np.uint8 and not ds.binary else 1.0)
+        missing = mcar(train.shape, spec.missing_rate)
+        x["train"] = np.where(missing, np.float32(np.nan), train)[~missing.all(1)]
     if spec.labels and not y:
         raise ConfigError(f"dataset {spec.dataset!r} has no labels, but the run asks for them (labels: true)")
     if spec.carve_valid:  # a validation split carved from the (subset of the) training data, for tuning

@@ -1,0 +1,20 @@
+"""Missingness masks for data with missing values (Rubin 1976, "Inference and missing data",
+Biometrika 63(3)): the engine masks a claim's training split with one (bench.engine.train), a
+workload hides test entries with one to score imputations."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.core.errors import ConfigError
+
+MCAR_SEED = 20200325  # the first data seed of Simkus, Rhodes & Gutmann 2023 (their experiment configs)
+
+
+def mcar(shape: tuple[int, int], rate: float, seed: int = MCAR_SEED) -> np.ndarray:
+    """A missing-completely-at-random mask (Rubin 1976): (N, D) bool, True = missing, each entry
+    independently with probability `rate` in [0, 1), from numpy's default_rng(seed); the same
+    mask for the same (shape, rate, seed)."""
+    if not 0.0 <= rate < 1.0:
+        raise ConfigError(f"missing_rate {rate} is outside [0, 1)")
+    return np.random.default_rng(seed).random(shape) < rate
