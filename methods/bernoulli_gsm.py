@@ -123,15 +123,8 @@ class BernoulliGSM(Method):
         biases = list(model.biases) if model.biases is not None else []
         self.opt = torch.optim.Adam([{"params": self.mu + biases},
                                      {"params": self.rho + self.gate_logits, "lr": self.variational_lr}], lr=self.lr)
-        self.train_size: int | None = None
         self.steps = 0
         self.sync_model()
-
-    def prepare(self, train_size: int) -> None:
-        """N, the training examples the KL term is spread over (the loop's; a test's own)."""
-        if not isinstance(train_size, int) or train_size < 1:
-            raise ConfigError(f"bernoulli_gsm: train_size N must be a positive integer; got {train_size!r}")
-        self.train_size = train_size
 
     def gate_probabilities(self) -> list[Tensor]:
         """pi_l = q(z_l = 1), one (R, in_l) tensor per layer."""
@@ -152,9 +145,7 @@ class BernoulliGSM(Method):
 
     def kl_per_example(self) -> Tensor:
         """KL(q || p) / N per replica, (R,), nats; N from ``prepare``."""
-        if self.train_size is None:
-            raise RuntimeError("bernoulli_gsm: call prepare(train_size) before training (the loop does)")
-        return self.kl() / self.train_size
+        return self.kl() / self.training_examples()
 
     def sample_logits(self, x: Tensor) -> Tensor:
         """The output (R, N, out) on x (R, N, D) under one draw of the gates and weights from q per

@@ -93,9 +93,6 @@ class VGIFactorAnalysis(Method):
         self.missing: Tensor | None = None  # (R, N, 1, D) bool, in the same order
         self.steps = 0
 
-    def prepare(self, train_size: int) -> None:
-        self.train_size = train_size
-
     def conditional(self, x: Tensor, missing: Tensor, dims: Tensor) -> tuple[Tensor, Tensor]:
         """q(x_j | x_-j) for x (R, M, D) complete (imputed), the examples' missing indicators
         (R, M, D) and one value index per row dims (R, M): (mean, variance), each (R, M)."""
@@ -149,7 +146,7 @@ class VGIFactorAnalysis(Method):
 
     def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         x = self._rows(x.to(torch.float64))
-        if self.pool is None or x.shape[1] != self.train_size:  # a minibatch: fresh copies (see the docstring)
+        if self.pool is None or x.shape[1] != self.training_examples():  # a minibatch: fresh copies (see the docstring)
             self._pre_impute(x)
         if self.steps >= self.delay:
             self.gibbs(self.gibbs_steps)

@@ -85,3 +85,18 @@ def load_toy(folder: Path, spec: dict, change=None) -> dict:
     if change is not None:
         change(spec)
     return load_claims(write_claims(folder, spec))
+
+
+def float64_classifier(seeds: list[int], layers: tuple[int, ...]):
+    """A float64 ReLU MLP classifier (Kaiming initialisation), one replica per seed."""
+    from bench.models.mlp import MLP
+
+    return MLP(list(layers), seeds, activations="relu", loss="categorical", init="kaiming").double()
+
+
+def classification_data(replicas: int, n: int = 40, d: int = 6, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """n random U(0, 1) inputs with random labels, the same for every replica: (R, n, d), (R, n)."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand(n, d, generator=g, dtype=torch.float64)
+    y = torch.randint(classes, (n,), generator=g)
+    return x.expand(replicas, -1, -1).contiguous(), y.expand(replicas, -1).contiguous()

@@ -13,6 +13,7 @@ import math
 
 import pytest
 import torch
+from conftest import classification_data, float64_classifier
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from bench.core.errors import ConfigError
@@ -20,18 +21,12 @@ from bench.models.mlp import MLP
 from bench.nn import noise
 from methods.bernoulli_gsm import TEMPERATURE, BernoulliGSM, bernoulli_kl, straight_through_gate
 
-CLASSIFIER = {"activations": "relu", "loss": "categorical", "init": "kaiming"}
-
 
 def _classifier(seeds: list[int], layers=(6, 8, 5, 3)) -> MLP:
-    return MLP(list(layers), seeds, **CLASSIFIER).double()
+    return float64_classifier(seeds, layers)
 
 
-def _data(replicas: int, n: int = 40, d: int = 6, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(7)
-    x = torch.rand(n, d, generator=g, dtype=torch.float64)
-    y = torch.randint(classes, (n,), generator=g)
-    return x.expand(replicas, -1, -1).contiguous(), y.expand(replicas, -1).contiguous()
+_data = classification_data
 
 
 # ----------------------------------------------------------------------------- pruning
@@ -132,8 +127,6 @@ def test_bad_settings_are_refused():
         BernoulliGSM(_classifier([0]), prior_pi=1.0)
     with pytest.raises(ConfigError, match="l2"):
         BernoulliGSM(MLP([6, 3], [0], loss="categorical", l2=1e-4))
-    with pytest.raises(ConfigError, match="train_size"):
-        BernoulliGSM(_classifier([0])).prepare(0)
     with pytest.raises(RuntimeError, match="prepare"):
         BernoulliGSM(_classifier([0])).kl_per_example()
 

@@ -12,6 +12,7 @@ import io
 import numpy as np
 import pytest
 import torch
+from conftest import classification_data, float64_classifier
 from scipy.stats import entropy
 
 from bench.claims.catalog import expand, get_claim
@@ -29,18 +30,12 @@ from methods.bayes_by_backprop import BayesByBackprop, gaussian_kl
 from methods.deep_ensemble import DeepEnsemble
 from methods.mc_dropout import MCDropout, dropout_forward
 
-CLASSIFIER = {"activations": "relu", "loss": "categorical", "init": "kaiming"}
-
 
 def _classifier(seeds: list[int], layers=(6, 8, 3)) -> MLP:
-    return MLP(list(layers), seeds, **CLASSIFIER).double()
+    return float64_classifier(seeds, layers)
 
 
-def _data(replicas: int, n: int = 40, d: int = 6, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(7)
-    x = torch.rand(n, d, generator=g, dtype=torch.float64)
-    y = torch.randint(classes, (n,), generator=g)
-    return x.expand(replicas, -1, -1).contiguous(), y.expand(replicas, -1).contiguous()
+_data = classification_data
 
 
 # ----------------------------------------------------------------------------- Bayes by backprop
