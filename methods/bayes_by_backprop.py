@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
-from bench.core.errors import ConfigError
+from bench.core.errors import refuse_weight_cost
 from bench.models.mlp import MLP
 from bench.nn import noise
 from bench.workloads.method import Method, register
@@ -68,9 +68,7 @@ class BayesByBackprop(Method):
 
     def __init__(self, model: MLP, **hparams: Any):
         super().__init__(model, **hparams)
-        if model.l2:
-            raise ConfigError(f"bayes_by_backprop: the model's l2 = {model.l2} would add a second weight cost to the "
-                              f"prior's; set l2: 0 (the prior is N(0, prior_sigma^2))")
+        refuse_weight_cost("bayes_by_backprop", model.l2, f"N(0, {self.prior_sigma}^2)")
         self.names = [name for name, _ in model.named_parameters()]
         self.mu = [p for _, p in model.named_parameters()]
         self.rho = [torch.full_like(p, inverse_softplus(self.init_sigma)).requires_grad_() for p in self.mu]

@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench.core.errors import ConfigError
+from bench.core.errors import ConfigError, refuse_weight_cost
 from bench.models.mlp import ACTIVATIONS, MLP
 from bench.nn import noise
 from bench.workloads.method import Method, register
@@ -110,9 +110,7 @@ class BernoulliGSM(Method):
 
     def __init__(self, model: MLP, **hparams: Any):
         super().__init__(model, **hparams)
-        if model.l2:
-            raise ConfigError(f"bernoulli_gsm: the model's l2 = {model.l2} would add a second weight cost to the "
-                              f"prior's; set l2: 0")
+        refuse_weight_cost("bernoulli_gsm", model.l2, "spike-and-slab (GSM)")
         for key in ("prior_pi", "init_pi"):
             if not 0.0 < getattr(self, key) < 1.0:
                 raise ConfigError(f"bernoulli_gsm: {key} must lie in (0, 1); got {getattr(self, key)!r}")

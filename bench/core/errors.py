@@ -37,3 +37,11 @@ def check_keys(where: str, given: "dict | set", allowed: "set[str] | dict") -> N
         raise ConfigError(
             f"unknown key {bad[0]!r} in {where}; allowed keys: {', '.join(sorted(allowed))}"
         )
+
+
+def refuse_weight_cost(method: str, l2: float, prior: str) -> None:
+    """Raise ConfigError when a Bayesian method whose weight `prior` (its text, e.g. "N(0, 1)") is
+    the weight cost is given a model with a non-zero l2 weight cost `l2`, which would count twice."""
+    if l2:
+        raise ConfigError(f"{method}: the prior {prior} replaces the model's l2 weight cost, which would count "
+                          f"it twice; set the model's l2 to 0 (got l2 = {l2})")

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bench.core.errors import ConfigError
+from bench.core.errors import ConfigError, refuse_weight_cost
 from bench.nn import noise
 
 # The samplers' defaults: prior N(0, 0.3^2) and chain settings of the structured SG-MCMC authors'
@@ -81,9 +81,7 @@ class LangevinChain:
     count that is not an integer of its range."""
 
     def __init__(self, method: str, params: list[nn.Parameter], hparams: dict[str, Any], weight_cost: float = 0.0):
-        if weight_cost:
-            raise ConfigError(f"{method}: the Gaussian prior N(0, prior_std^2) replaces the model's weight cost; "
-                              f"set the model's l2 to 0 (got {weight_cost})")
+        refuse_weight_cost(method, weight_cost, f"N(0, {hparams['prior_std']}^2)")
         for key in ("lr", "prior_std"):
             if not hparams[key] > 0:
                 raise ConfigError(f"{method}: {key} must be > 0; got {hparams[key]!r}")
