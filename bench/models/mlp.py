@@ -45,8 +45,68 @@ def _init_weight(n_in: int, n_out: int, init: str, g: torch.Generator) -> Tensor
     return w
 
 
+class Network(nn.Module):
+    """What the replica-axis networks trained by the optimizers share (MLP, and the convnets of
+    bench.models.convnet): the output distribution read through its canonical link (`loss`:
+    bernoulli, gaussian or categorical, see the module's docstring), the weight cost `l2` and the
+    training objective h. A subclass sets `loss`, `l2` and `replicas` and implements forward,
+    x (R, B, D) -> z (R, B, out)."""
+
+    loss: str
+    l2: float
+    replicas: int
+
+    def target(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """What the output predicts: the labels for classifiers, the input for autoencoders."""
+        if self.loss == "categorical":
+            if y is None:
+                raise ValueError("a classifier needs labels: set `labels: true` in the claim")
+            return y
+        return x
+
+    def nll(self, z: Tensor, t: Tensor) -> Tensor:
+        """-log p(t | z) per example, summed over output units: (R, B)."""
+        if self.loss == "bernoulli":
+            return -bernoulli_log_prob(t, z)
+        if self.loss == "gaussian":
+            return 0.5 * (z - t).square().sum(-1)
+        return F.cross_entropy(z.transpose(1, 2), t, reduction="none")
+
+    def sample(self, z: Tensor) -> Tensor:
+        """t ~ p(t | z), the model's predictive: the targets of the true (sampled-label) Fisher.
+        Written so that NaN logits give NaN losses downstream rather than an exception."""
+        if self.loss == "bernoulli":
+            return sample_bernoulli(z)
+        if self.loss == "gaussian":
+            return z + noise.randn(z.shape, z)
+        gumbel = -torch.log(-torch.log(noise.rand(z.shape, z)))  # Gumbel-max: no error on NaN logits,
+        return (z + gumbel).argmax(-1)  # so the loop records a diverged replica instead of crashing
+
+    def output_metric(self, z: Tensor, u: Tensor, v: Tensor) -> Tensor:
+        """u^T H v per example, H = d^2(-log p(t|z))/dz^2 the loss Hessian in z (which does not
+        depend on t for these canonical links, so the GGN equals the Fisher): (R, B)."""
+        if self.loss == "gaussian":
+            return (u * v).sum(-1)
+        if self.loss == "bernoulli":
+            p = torch.sigmoid(z)
+            return (p * (1 - p) * u * v).sum(-1)
+        p = torch.softmax(z, -1)
+        return (p * u * v).sum(-1) - (p * u).sum(-1) * (p * v).sum(-1)
+
+    # ----------------------------------------------------------------- objective
+    def penalty(self) -> Tensor:
+        """l2/2 ||theta||^2 per replica: (R,)."""
+        return 0.5 * self.l2 * sum(p.square().flatten(1).sum(1) for p in self.parameters())
+
+    def objective(self, x: Tensor, y: Tensor | None = None, z: Tensor | None = None) -> Tensor:
+        """The training objective h per replica, (R,): mean -log p(t | x) plus the weight cost
+        (z: the output for x when a forward pass has already computed it)."""
+        z = self(x) if z is None else z
+        return self.nll(z, self.target(x, y)).mean(1) + self.penalty()
+
+
 @register_family("mlp")
-class MLP(nn.Module):
+class MLP(Network):
     """An MLP per replica. `activations` names the hidden units, one for all or one per hidden layer
     (sigmoid, tanh, relu, linear); `loss` fixes the output distribution (bernoulli, gaussian,
     categorical); `bias` adds biases (Benzing's nets have none); `l2` is the weight cost."""
@@ -101,52 +161,3 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_layers(x)[1][-1]
-
-    # ----------------------------------------------------------------- output distribution
-    def target(self, x: Tensor, y: Tensor | None) -> Tensor:
-        """What the output predicts: the labels for classifiers, the input for autoencoders."""
-        if self.loss == "categorical":
-            if y is None:
-                raise ValueError("a classifier needs labels: set `labels: true` in the claim")
-            return y
-        return x
-
-    def nll(self, z: Tensor, t: Tensor) -> Tensor:
-        """-log p(t | z) per example, summed over output units: (R, B)."""
-        if self.loss == "bernoulli":
-            return -bernoulli_log_prob(t, z)
-        if self.loss == "gaussian":
-            return 0.5 * (z - t).square().sum(-1)
-        return F.cross_entropy(z.transpose(1, 2), t, reduction="none")
-
-    def sample(self, z: Tensor) -> Tensor:
-        """t ~ p(t | z), the model's predictive: the targets of the true (sampled-label) Fisher.
-        Written so that NaN logits give NaN losses downstream rather than an exception."""
-        if self.loss == "bernoulli":
-            return sample_bernoulli(z)
-        if self.loss == "gaussian":
-            return z + noise.randn(z.shape, z)
-        gumbel = -torch.log(-torch.log(noise.rand(z.shape, z)))  # Gumbel-max: no error on NaN logits,
-        return (z + gumbel).argmax(-1)  # so the loop records a diverged replica instead of crashing
-
-    def output_metric(self, z: Tensor, u: Tensor, v: Tensor) -> Tensor:
-        """u^T H v per example, H = d^2(-log p(t|z))/dz^2 the loss Hessian in z (which does not
-        depend on t for these canonical links, so the GGN equals the Fisher): (R, B)."""
-        if self.loss == "gaussian":
-            return (u * v).sum(-1)
-        if self.loss == "bernoulli":
-            p = torch.sigmoid(z)
-            return (p * (1 - p) * u * v).sum(-1)
-        p = torch.softmax(z, -1)
-        return (p * u * v).sum(-1) - (p * u).sum(-1) * (p * v).sum(-1)
-
-    # ----------------------------------------------------------------- objective
-    def penalty(self) -> Tensor:
-        """l2/2 ||theta||^2 per replica: (R,)."""
-        return 0.5 * self.l2 * sum(p.square().flatten(1).sum(1) for p in self.parameters())
-
-    def objective(self, x: Tensor, y: Tensor | None = None, z: Tensor | None = None) -> Tensor:
-        """The training objective h per replica, (R,): mean -log p(t | x) plus the weight cost
-        (z: the output for x when a forward pass has already computed it)."""
-        z = self(x) if z is None else z
-        return self.nll(z, self.target(x, y)).mean(1) + self.penalty()
