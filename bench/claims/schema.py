@@ -429,9 +429,9 @@ class ClaimSpec(Strict):
                 methods[label] = cls = get_method(name)
             except ClaimbenchError as exc:
                 raise problem(("methods", label, "method"), str(exc), name) from None
-            if family not in cls.families:
-                fit = sorted(n for n, c in METHODS.all().items() if family in c.families)
-                raise problem(("methods", label, "method"), f"method {cls.name!r} trains {' and '.join(map(repr, cls.families))} "
+            if family not in cls.trained_families():
+                fit = sorted(n for n, c in METHODS.all().items() if family in c.trained_families())
+                raise problem(("methods", label, "method"), f"method {cls.name!r} trains {' and '.join(map(repr, cls.trained_families()))} "
                               f"models, the claim's model is {family!r}: use a method that trains {family!r} models "
                               f"({', '.join(fit) or 'none'}) or a model family {cls.name!r} trains", name)
             _check_model(family, ("methods", label, "model"), entry.model)

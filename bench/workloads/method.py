@@ -32,7 +32,7 @@ class Method:
 
     name: ClassVar[str]
     family: ClassVar[str]  # the first of `families`: the family a run from command-line flags builds
-    families: ClassVar[tuple[str, ...]]  # every model family it trains
+    families: ClassVar[tuple[str, ...]] = ()  # every model family it trains (see `trained_families`)
     defaults: ClassVar[dict[str, Any]]
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {}  # hyper-parameter -> its allowed values
     tunable: ClassVar[tuple[str, ...]] = ("lr",)  # the knobs the equal-budget tuning searches (log-spaced)
@@ -76,6 +76,12 @@ class Method:
         chunks (inputs, log-weight function), the inputs possibly carrying per-example proposal
         parameters. None (the default): the model's own recognition network, model.log_weights."""
         return None
+
+    @classmethod
+    def trained_families(cls) -> tuple[str, ...]:
+        """The model families this method trains: its registered `families`, or (family,) for a
+        class given only a `family`."""
+        return cls.families or (cls.family,)
 
     @classmethod
     def tuned_knobs(cls, hparams: dict[str, Any]) -> tuple[str, ...]:
