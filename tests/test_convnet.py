@@ -20,6 +20,7 @@ from bench.engine import data
 from bench.engine.methods import get_method
 from bench.models import build_model
 from bench.models.convnet import ConvNet
+from bench.nn import noise
 from tests.conftest import load_toy
 
 LENET = {"family": "convnet", "arch": "lenet5", "input_shape": [1, 28, 28]}
@@ -122,6 +123,27 @@ def test_tiny_lenet5_trains_on_mnist(data_dir, method, hparams, batch):
     assert torch.all(metrics["error"] < 0.3)
 
 
+def test_deep_ensemble_of_convnets_members_per_seed():
+    """Members 2..M are LeNet-5s of the model's configuration; seed 1's ensemble built alone equals
+    its ensemble beside seed 0 (members drawn per replica), members differ, and the ensemble's
+    predictive is the average of its members' softmaxes (bench.workloads.predictive)."""
+    x, y = torch.rand(2, 6, 784, dtype=torch.float64), torch.randint(10, (2, 6))
+    with noise.replica_noise([0, 1], "cpu"):
+        both = get_method("deep_ensemble")(build_model(LENET, [0, 1]).double(), members=3)
+    with noise.replica_noise([1], "cpu"):
+        alone = get_method("deep_ensemble")(build_model(LENET, [1]).double(), members=3)
+    assert all(isinstance(net, ConvNet) for net in both.networks) and len(both.networks) == 3
+    for a, b in zip(both.networks, alone.networks):
+        torch.testing.assert_close(a(x)[1], b(x[1:])[0], rtol=1e-10, atol=1e-10)
+    assert not torch.equal(both.networks[1].weights[0], both.networks[2].weights[0])
+    both.prepare(6, torch.arange(10))
+    with noise.replica_noise([0, 1], "cpu"):
+        both.step(x, y)
+    probs = torch.stack([torch.softmax(net(x), -1) for net in both.networks]).mean(0)
+    nll = -torch.log(probs.gather(-1, y.unsqueeze(-1))).squeeze(-1).mean(1)
+    torch.testing.assert_close(both.extra_metrics(x, 1, y)["bma_nll"], nll)
+
+
 # --------------------------------------------------------------------------- claims
 CONV_CLAIM = {
     "id": "conv", "statement": "a toy convnet claim", "dataset": "mnist", "transform": "unit_interval",
@@ -137,14 +159,14 @@ def test_convnet_claim_loads(tmp_path):
     assert "conv" in load_toy(tmp_path, CONV_CLAIM)
 
 
-@pytest.mark.parametrize("method", ["mc_dropout", "bayes_by_backprop", "kfac", "deep_ensemble"])
+@pytest.mark.parametrize("method", ["mc_dropout", "bayes_by_backprop", "bernoulli_gsm", "kfac", "sgld"])
 def test_mlp_only_method_refused_on_a_convnet(tmp_path, method):
     """Refused when claims load, naming the method's families and the methods that do train convnets."""
     with pytest.raises(ConfigError) as err:
         load_toy(tmp_path, CONV_CLAIM, lambda s: s["methods"].update(A={"method": method}))
     msg = str(err.value)
     assert f"method {method!r} trains 'mlp' models, the claim's model is 'convnet'" in msg
-    assert "adam, entropy_sgd, lamb, lars, sgd" in msg
+    assert "use a method that trains 'convnet' models (adam, deep_ensemble, entropy_sgd, lamb, lars, sgd)" in msg
 
 
 def test_input_shape_must_be_the_datasets(tmp_path):

@@ -110,6 +110,9 @@ class ConvNet(Network):
         self.biases = nn.ParameterList(nn.Parameter(torch.zeros(len(seeds), shapes[i][0])) for i in biased)
         self._biased = biased
 
+    def like(self, seeds: list[int]) -> ConvNet:
+        return ConvNet(self.arch, list(self.input_shape), seeds, classes=self.classes, l2=self.l2).to(self.weights[0])
+
     def _lenet5_shapes(self) -> tuple[list[tuple[int, ...]], list[int]]:
         c, h, w = self.input_shape
         side = [(s // 2 - 4) // 2 for s in (h, w)]  # C1 'same' (padding 2), S2, C3 'valid', S4

@@ -56,6 +56,12 @@ class Network(nn.Module):
     l2: float
     replicas: int
 
+    def like(self, seeds: list[int]) -> Network:
+        """A new network of this one's configuration, one replica per seed, freshly initialised
+        from those seeds (by the same scheme), on the device and dtype of this one's parameters
+        (deep ensembles' further members)."""
+        raise NotImplementedError
+
     def target(self, x: Tensor, y: Tensor | None) -> Tensor:
         """What the output predicts: the labels for classifiers, the input for autoencoders."""
         if self.loss == "categorical":
@@ -133,6 +139,10 @@ class MLP(Network):
         self.biases = nn.ParameterList(
             nn.Parameter(torch.zeros(len(seeds), n)) for n in layers[1:]
         ) if bias else None
+
+    def like(self, seeds: list[int]) -> MLP:
+        return MLP(self.layers, seeds, activations=self.activations[:-1], loss=self.loss, bias=self.has_bias,
+                   init=self.init, l2=self.l2).to(self.weights[0])
 
     @property
     def has_bias(self) -> bool:
