@@ -44,7 +44,7 @@ def cmd_list(args: argparse.Namespace) -> None:
         print(f"  {claim.id:32s} [{claim.source.name}] {claim.spec['statement']}")
     print("methods:")
     for name, cls in sorted(all_methods().items()):
-        print(f"  {name:12s} family={cls.family:10s} defaults={json.dumps(cls.defaults)}")
+        print(f"  {name:12s} family={'/'.join(cls.trained_families()):10s} defaults={json.dumps(cls.defaults)}")
     print("datasets:")
     for name, spec in data.DATASETS.items():
         where = data.locate(name)

@@ -1,4 +1,4 @@
-"""Adam (Kingma & Ba, 2015) on an MLP objective: Benzing's (2022) adaptive first-order baseline.
+"""Adam (Kingma & Ba, 2015) on an MLP or convnet objective: Benzing's (2022) adaptive first-order baseline.
 
 The objective is the model's h(theta) = mean_n -log p(t_n | x_n) + l2/2 ||theta||^2 on the
 minibatch (as for SGD, methods/sgd.py), and the step is torch's Adam (Algorithm 1) with its defaults
@@ -15,15 +15,15 @@ import torch
 from torch import Tensor
 
 from bench.curvature.mlp import first_order_step
-from bench.models.mlp import MLP
+from bench.models.mlp import Network
 from bench.workloads.method import Method, register
 
 
-@register("adam", family="mlp", defaults={"lr": 1e-3})
+@register("adam", family=("mlp", "convnet"), defaults={"lr": 1e-3})
 class Adam(Method):
-    model: MLP
+    model: Network
 
-    def __init__(self, model: MLP, **hparams: Any):
+    def __init__(self, model: Network, **hparams: Any):
         super().__init__(model, **hparams)
         self.opt = torch.optim.Adam(model.parameters(), lr=self.lr)
 

@@ -5,7 +5,7 @@ predictive the average of their softmaxes.
 
 Layout: every seed (replica r) is one ensemble of M members. Member 1 is the harness's model (so
 the ``mlp`` workload's standard metrics are a single member's: the single-network baseline is
-this method with members = 1), members 2..M are MLPs of the same configuration held by the method,
+this method with members = 1), members 2..M are networks of the same configuration (MLPs or convnets) held by the method,
 with R replicas each, whose initialisations come from seeds drawn through bench.nn.noise at
 construction (replica r's from its own generator, so a seed's ensemble does not depend on the seeds
 beside it). All members see the same minibatches (the paper also shuffles the data per member:
@@ -18,7 +18,7 @@ Predictive (``extra_metrics``, bench.workloads.predictive): the M members' avera
 and their spread (mutual information) on the evaluated inputs and on a white-noise probe; k is not
 used (the ensemble is exact: M deterministic members).
 
-Members 2..M are drawn from the model's own initialisation scheme (bench.models.mlp). Defaults: Adam lr 1e-3, M = 5 (the
+Members 2..M are drawn from the model's own initialisation scheme (bench.models.mlp, bench.models.convnet). Defaults: Adam lr 1e-3, M = 5 (the
 paper's). `tunable`: lr. Raises ConfigError when members is not a positive integer.
 """
 
@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from bench.core.errors import ConfigError
-from bench.models.mlp import MLP
+from bench.models.mlp import Network
 from bench.nn import noise
 from bench.workloads.method import Method, register
 from bench.workloads.predictive import bma_metrics
@@ -38,22 +38,20 @@ from bench.workloads.predictive import bma_metrics
 SEED_RANGE = 2**31  # member seeds are drawn uniformly from [0, SEED_RANGE)
 
 
-def member_networks(model: MLP, members: int) -> list[MLP]:
-    """The model and members - 1 more MLPs of its configuration (layers, activations, loss, bias,
-    l2, initialisation scheme), each with the model's R replicas, on its device and dtype; member
-    m's replica r is initialised from a seed drawn from replica r's noise generator."""
-    like = model.weights[0]
-    seeds = (noise.rand((model.replicas, members - 1), like) * SEED_RANGE).long().cpu()
-    extra = [MLP(model.layers, seeds[:, m].tolist(), activations=model.activations[:-1], loss=model.loss,
-                 bias=model.has_bias, init=model.init, l2=model.l2).to(like) for m in range(members - 1)]
-    return [model, *extra]
+def member_networks(model: Network, members: int) -> list[Network]:
+    """The model and members - 1 more networks of its configuration (`Network.like`: an MLP's
+    layers, activations, loss, bias, l2 and initialisation scheme; a convnet's architecture), each
+    with the model's R replicas, on its device and dtype; member m's replica r is initialised from
+    a seed drawn from replica r's noise generator."""
+    seeds = (noise.rand((model.replicas, members - 1), model.weights[0]) * SEED_RANGE).long().cpu()
+    return [model, *(model.like(seeds[:, m].tolist()) for m in range(members - 1))]
 
 
-@register("deep_ensemble", family="mlp", defaults={"lr": 1e-3, "members": 5})
+@register("deep_ensemble", family=("mlp", "convnet"), defaults={"lr": 1e-3, "members": 5})
 class DeepEnsemble(Method):
-    model: MLP
+    model: Network
 
-    def __init__(self, model: MLP, **hparams: Any):
+    def __init__(self, model: Network, **hparams: Any):
         super().__init__(model, **hparams)
         if not isinstance(self.members, int) or self.members < 1:
             raise ConfigError(f"deep_ensemble: members (M, the networks per seed) must be an integer >= 1; "

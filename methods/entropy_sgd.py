@@ -1,6 +1,6 @@
 """Entropy-SGD (Chaudhari, Choromanska, Soatto, LeCun, Baldassi, Borgs, Chayes, Sagun & Zecchina,
 "Entropy-SGD: Biasing Gradient Descent into Wide Valleys", ICLR 2017, arXiv 1611.01838, Algorithm 1)
-on an MLP objective, as the authors' code updates (ucla-vision/entropy-sgd, python/optim.py).
+on an MLP or convnet objective, as the authors' code updates (ucla-vision/entropy-sgd, python/optim.py).
 
 Entropy-SGD descends the negative local entropy -F(x; gamma) = -log int exp(-f(x') - gamma/2
 ||x - x'||^2) dx', whose gradient gamma (x - <x'>) needs the mean of x' under the Gibbs measure
@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 
 from bench.core.errors import ConfigError
-from bench.models.mlp import MLP
+from bench.models.mlp import Network
 from bench.nn import noise
 from bench.workloads.method import Method, register
 
@@ -65,13 +65,13 @@ def momentum_direction(grad: Tensor, buffer: Tensor, momentum: float, nesterov: 
     return torch.add(grad, buffer, alpha=momentum) if nesterov else buffer.clone()
 
 
-@register("entropy_sgd", family="mlp",
+@register("entropy_sgd", family=("mlp", "convnet"),
           defaults={"lr": 0.1, "momentum": 0.9, "nesterov": True, "inner_steps": 20, "inner_lr": 0.1,
                     "gamma0": 1e-4, "gamma1": 1e-3, "noise": 1e-4, "ema": 0.75})
 class EntropySGD(Method):
-    model: MLP
+    model: Network
 
-    def __init__(self, model: MLP, **hparams: Any):
+    def __init__(self, model: Network, **hparams: Any):
         super().__init__(model, **hparams)
         if not isinstance(self.inner_steps, int) or self.inner_steps < 1:
             raise ConfigError(f"entropy_sgd: inner_steps (L, the SGLD steps per outer step) must be an integer >= 1; "

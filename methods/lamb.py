@@ -1,5 +1,5 @@
 """LAMB, layer-wise adaptive moments (You et al. 2020, "Large Batch Optimization for Deep Learning:
-Training BERT in 76 minutes", ICLR 2020, arXiv 1904.00962, Algorithm 2) on an MLP objective.
+Training BERT in 76 minutes", ICLR 2020, arXiv 1904.00962, Algorithm 2) on an MLP or convnet objective.
 
 Per layer l of each replica, with g = grad h on the minibatch at update t (h: the model's objective,
 as for Adam), learning rate eta (``lr``), decays beta1, beta2, eps and weight decay lambda:
@@ -9,8 +9,8 @@ as for Adam), learning rate eta (``lr``), decays beta1, beta2, eps and weight de
     r_l = m^ / (sqrt(v^) + eps) + lambda W_l
     W_l <- W_l - eta phi(||W_l||) / ||r_l|| r_l,   phi = identity
 
-The norms are taken per replica and per layer (weights (R, out, in): one trust ratio
-||W_l|| / ||r_l|| per (r, l)), so replicas never mix. Biases are excluded from the trust ratio and
+The norms are taken per replica and per layer (weights (R, out, in), convolution kernels
+(R, out, in, k, k): one trust ratio ||W_l|| / ||r_l|| per (r, l)), so replicas never mix. Biases are excluded from the trust ratio and
 the weight decay, as in the reference implementation (its exclude_from_layer_adaptation follows
 exclude_from_weight_decay): b <- b - eta r with r = m^ / (sqrt(v^) + eps). Where ||W_l|| or
 ||r_l|| is 0 the trust ratio is 1. Constant eta (the paper's warm-up and polynomial decay need the
@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.curvature.mlp import first_order_step
+from bench.models.convnet import ConvNet
 from bench.models.mlp import MLP
 from bench.workloads.method import Method, register
 
@@ -66,12 +67,12 @@ class LAMBOptimizer(torch.optim.Optimizer):
                 w.sub_(group["lr"] * ratio * r)
 
 
-@register("lamb", family="mlp",
+@register("lamb", family=("mlp", "convnet"),
           defaults={"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-6, "weight_decay": 0.0})
 class LAMB(Method):
-    model: MLP
+    model: MLP | ConvNet
 
-    def __init__(self, model: MLP, **hparams: Any):
+    def __init__(self, model: MLP | ConvNet, **hparams: Any):
         super().__init__(model, **hparams)
         self.opt = LAMBOptimizer(model.weights, model.biases or [], lr=self.lr, beta1=self.beta1,
                                  beta2=self.beta2, eps=self.eps, weight_decay=self.weight_decay)

@@ -1,5 +1,5 @@
 """LARS, layer-wise adaptive rate scaling (You, Gitman & Ginsburg 2017, "Large Batch Training of
-Convolutional Networks", arXiv 1708.03888, Algorithm 1 and eq. 6) on an MLP objective.
+Convolutional Networks", arXiv 1708.03888, Algorithm 1 and eq. 6) on an MLP or convnet objective.
 
 Per layer l of each replica, with g = grad h on the minibatch (h: the model's objective, as for SGD),
 global learning rate gamma (``lr``), momentum m, weight decay beta and trust coefficient eta:
@@ -7,7 +7,8 @@ global learning rate gamma (``lr``), momentum m, weight decay beta and trust coe
     lambda_l = eta ||W_l|| / (||g_l|| + beta ||W_l||)          (local LR, eq. 6; norms: Frobenius)
     v_l     <- m v_l + gamma lambda_l (g_l + beta W_l),   W_l <- W_l - v_l
 
-The norms are taken per replica and per layer (weights (R, out, in): one lambda per (r, l)), so
+The norms are taken per replica and per layer (weights (R, out, in), convolution kernels
+(R, out, in, k, k): one lambda per (r, l), a kernel's norm over all its out x in x k x k entries), so
 replicas never mix. Biases are excluded from the scaling and the weight decay (the paper skips them
 with the batch-norm parameters): v <- m v + gamma g, b <- b - v. Where ||W_l|| or ||g_l|| is 0 the
 local LR is 1 (as the reference implementations guard it). Constant gamma: the paper's warm-up and
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.curvature.mlp import first_order_step
+from bench.models.convnet import ConvNet
 from bench.models.mlp import MLP
 from bench.workloads.method import Method, register
 
@@ -59,12 +61,12 @@ class LARSOptimizer(torch.optim.Optimizer):
                 w.sub_(velocity)
 
 
-@register("lars", family="mlp",
+@register("lars", family=("mlp", "convnet"),
           defaults={"lr": 1.0, "momentum": 0.9, "weight_decay": 0.0, "trust_coefficient": 0.001})
 class LARS(Method):
-    model: MLP
+    model: MLP | ConvNet
 
-    def __init__(self, model: MLP, **hparams: Any):
+    def __init__(self, model: MLP | ConvNet, **hparams: Any):
         super().__init__(model, **hparams)
         self.opt = LARSOptimizer(model.weights, model.biases or [], lr=self.lr, momentum=self.momentum,
                                  weight_decay=self.weight_decay, trust_coefficient=self.trust_coefficient)

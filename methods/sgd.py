@@ -1,4 +1,4 @@
-"""SGD with (Nesterov) momentum on an MLP objective: the first-order baseline of Martens & Grosse
+"""SGD with (Nesterov) momentum on an MLP or convnet objective: the first-order baseline of Martens & Grosse
 (2015, after Sutskever et al. 2013) and of Benzing (2022).
 
 The objective is the model's h(theta) = mean_n -log p(t_n | x_n) + l2/2 ||theta||^2 on the
@@ -21,15 +21,15 @@ import torch
 from torch import Tensor
 
 from bench.curvature.mlp import first_order_step
-from bench.models.mlp import MLP
+from bench.models.mlp import Network
 from bench.workloads.method import Method, register
 
 
-@register("sgd", family="mlp", defaults={"lr": 0.01, "momentum": 0.9, "nesterov": True})
+@register("sgd", family=("mlp", "convnet"), defaults={"lr": 0.01, "momentum": 0.9, "nesterov": True})
 class SGD(Method):
-    model: MLP
+    model: Network
 
-    def __init__(self, model: MLP, **hparams: Any):
+    def __init__(self, model: Network, **hparams: Any):
         super().__init__(model, **hparams)
         self.opt = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum,
                                    nesterov=self.nesterov and self.momentum > 0)

@@ -178,7 +178,8 @@ def expand(claim: Claim, profile: str) -> ClaimPlan:
     if not data.is_available(claim.spec["dataset"]):
         plan.unavailable = (f"data unavailable: dataset {claim.spec['dataset']!r} is not on the data search path "
                             f"({', '.join(map(str, data.search_path()))}); `python -m bench fetch {claim.spec['dataset']}` "
-                            f"downloads it where the network allows")
+                            f"downloads and verifies it where the network allows, from "
+                            f"{'; '.join(data.sources(claim.spec['dataset']))}")
         return plan
     settings = _profile_settings(claim, profile)
     settings.pop("substitutions", None)  # words for the verdict line (Claim.substitutions), not a run setting

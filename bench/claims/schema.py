@@ -62,7 +62,7 @@ from bench.core.spec import TRANSFORMS
 from bench.engine import data
 from bench.engine.methods import get_method
 from bench.models import FAMILIES, model_keys
-from bench.workloads.method import Method
+from bench.workloads.method import METHODS, Method
 
 PRIMARY_PROVENANCE = {"V", "src"}  # numbers read in a primary source: may be pass/fail thresholds
 PROVENANCE = PRIMARY_PROVENANCE | {"R", "R?", "NF"}
@@ -420,6 +420,7 @@ class ClaimSpec(Strict):
         except ClaimbenchError as exc:
             raise problem(("model", "family"), str(exc), family) from None
         _check_model(family, ("model",), dict(self.model.model_extra or {}))
+        self._check_input_shape(("model",), dict(self.model.model_extra or {}))
         methods = {}
         for label, entry in self.methods.items():
             entry = entry or MethodEntry()
@@ -428,9 +429,11 @@ class ClaimSpec(Strict):
                 methods[label] = cls = get_method(name)
             except ClaimbenchError as exc:
                 raise problem(("methods", label, "method"), str(exc), name) from None
-            if cls.family != family:
-                raise problem(("methods", label, "method"), f"method {cls.name!r} trains {cls.family!r} models, "
-                              f"the claim's model is {family!r}", name)
+            if family not in cls.trained_families():
+                fit = sorted(n for n, c in METHODS.all().items() if family in c.trained_families())
+                raise problem(("methods", label, "method"), f"method {cls.name!r} trains {' and '.join(map(repr, cls.trained_families()))} "
+                              f"models, the claim's model is {family!r}: use a method that trains {family!r} models "
+                              f"({', '.join(fit) or 'none'}) or a model family {cls.name!r} trains", name)
             _check_model(family, ("methods", label, "model"), entry.model)
             _check_hparams(cls, ("methods", label), entry.model_extra or {})
         for profile in ("quick", "paper"):
@@ -438,6 +441,7 @@ class ClaimSpec(Strict):
             if settings is None:
                 continue
             _check_model(family, ("profiles", profile, "model"), settings.model)
+            self._check_input_shape(("profiles", profile, "model"), settings.model)
             for label, override in settings.methods.items():
                 if label not in methods:
                     raise problem(("profiles", profile, "methods", label), "overrides an unknown label; the claim's "
@@ -448,6 +452,20 @@ class ClaimSpec(Strict):
         self._check_labels(list(methods))
         self._check_paper_side()
         return self
+
+    def _check_input_shape(self, at: tuple, config: dict[str, Any]) -> None:
+        """A model's `input_shape` (a convnet's [C, H, W]) is the dataset's image shape, after the
+        claim's downsample (bench.engine.data.input_shape)."""
+        if "input_shape" not in config:
+            return
+        try:
+            expected = list(data.input_shape(self.dataset, self.downsample))
+        except ClaimbenchError as exc:
+            raise problem(at + ("input_shape",), str(exc), config["input_shape"]) from None
+        if config["input_shape"] != expected:
+            pooled = f" pooled by {self.downsample}" if self.downsample else ""
+            raise problem(at + ("input_shape",), f"dataset {self.dataset!r}{pooled} has images of [channels, height, "
+                          f"width] = {expected}: set input_shape: {expected}", config["input_shape"])
 
     def _check_labels(self, labels: list[str]) -> None:
         """Labels named by the verdict exist; within_paper has its number. (A paper number may name a

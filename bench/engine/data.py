@@ -23,6 +23,8 @@ from __future__ import annotations
 import gzip
 import itertools
 import os
+import pickle
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +66,7 @@ class DatasetSpec:
     requires: tuple[str, ...] = ()  # the datasets a generated one is rendered from (the MNIST 8-puzzle: mnist)
     image_shape: tuple[int, int] | None = (28, 28)
     notes: str = ""
+    channels: int = 1  # colour planes per image, stored one after another (C, H, W), row-major
 
 
 @dataclass
@@ -126,6 +129,35 @@ def _convert_omniglot(files: dict[str, Path]) -> dict[str, np.ndarray]:
     m = scipy.io.loadmat(files["chardata.mat"])
     to_rows = lambda a: _matlab_columns(a.T.astype(np.float32), (28, 28))  # noqa: E731
     return {"x_train": to_rows(m["data"]), "x_test": to_rows(m["testdata"])}
+
+
+CIFAR10_BATCHES = "cifar-10-batches-py"
+
+
+def _convert_cifar10(files: dict[str, Path]) -> dict[str, np.ndarray]:
+    """CIFAR-10's python archive: pickled batches whose b'data' rows are 3072 uint8 values, the
+    1024 red, then green, then blue pixels of a 32x32 image, row-major (the layout kept here);
+    b'labels' 0..9. Train = data_batch_1..5 (50,000), test = test_batch (10,000)."""
+    with tarfile.open(files["cifar-10-python.tar.gz"], "r:gz") as tar:
+        def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
+            d = pickle.load(tar.extractfile(f"{CIFAR10_BATCHES}/{name}"), encoding="bytes")  # noqa: S301 (verified md5)
+            return np.asarray(d[b"data"], np.uint8), np.asarray(d[b"labels"], np.uint8)
+
+        train = [batch(f"data_batch_{i}") for i in range(1, 6)]
+        x_test, y_test = batch("test_batch")
+    return {"x_train": np.concatenate([x for x, _ in train]), "y_train": np.concatenate([y for _, y in train]),
+            "x_test": x_test, "y_test": y_test}
+
+
+def _convert_svhn(files: dict[str, Path]) -> dict[str, np.ndarray]:
+    """SVHN's cropped digits (format 2): X (32, 32, 3, N) uint8 and y (N, 1) in 1..10, where 10
+    is the digit 0 (relabelled 0, as torchvision does). Rows are (C, H, W) flattened, as CIFAR-10."""
+    out = {}
+    for split in ("train", "test"):
+        m = scipy.io.loadmat(files[f"{split}_32x32.mat"])
+        out[f"x_{split}"] = np.ascontiguousarray(m["X"].transpose(3, 2, 0, 1)).reshape(m["X"].shape[3], -1)
+        out[f"y_{split}"] = (m["y"].ravel() % 10).astype(np.uint8)
+    return out
 
 
 def _convert_debd(name: str) -> Callable[[dict[str, Path]], dict[str, np.ndarray]]:
@@ -230,6 +262,7 @@ _LAROCHELLE = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mni
 _LECUN = "http://yann.lecun.com/exdb/mnist/"
 _ZALANDO = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 _DEBD = "https://raw.githubusercontent.com/arranger1044/DEBD/master/datasets/"
+_SVHN = "http://ufldl.stanford.edu/housenumbers/"
 
 
 def _debd_spec(name: str, dim: int, sizes: tuple[int, int, int], npz_sha256: str, notes: str = "") -> DatasetSpec:
@@ -382,6 +415,37 @@ DATASETS: dict[str, DatasetSpec] = {
             convert=_convert_omniglot,
             notes="Not in the shared data folder here; only the upstream md5 is published.",
         ),
+        DatasetSpec(
+            name="cifar10",
+            description="CIFAR-10, 32x32 colour images 0..255 in 10 classes, 50k train / 10k test (Krizhevsky 2009)",
+            shapes={"train": (50000, 3072), "test": (10000, 3072)},
+            binary=False,
+            originals=(
+                Original("cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                         md5="c58f30108f718f92721af3b95e74349a"),
+            ),
+            convert=_convert_cifar10,
+            image_shape=(32, 32),
+            channels=3,
+            notes="Not in the shared data folder here; only the upstream md5 is published (torchvision's). "
+                  "No validation split; claims hold out the end of train.",
+        ),
+        DatasetSpec(
+            name="svhn",
+            description="SVHN cropped digits 32x32 colour 0..255, 73,257 train / 26,032 test, 'extra' left out "
+                        "(Netzer et al. 2011)",
+            shapes={"train": (73257, 3072), "test": (26032, 3072)},
+            binary=False,
+            originals=(
+                Original("train_32x32.mat", _SVHN + "train_32x32.mat", md5="e26dedcc434d2e4c54c9b2d4a06d8373"),
+                Original("test_32x32.mat", _SVHN + "test_32x32.mat", md5="eb5a983be6a315427106f1b164d9cef3"),
+            ),
+            convert=_convert_svhn,
+            image_shape=(32, 32),
+            channels=3,
+            notes="Not in the shared data folder here; only the upstream md5s are published (torchvision's). "
+                  "Label 10 (the digit 0) is stored as 0.",
+        ),
         _debd_spec("mushrooms", 112, (2000, 500, 5624),
                    "c62c40bce17834c11aa1d3111b2c339ad985c4a13c525f08b853d50bde35053a"),
         _debd_spec("nips", 500, (400, 100, 1240),
@@ -455,9 +519,19 @@ def _download(spec: DatasetSpec, orig: Original) -> Path:
         raise ChecksumMismatch(f"{orig.filename} from {orig.url}: {exc}") from exc
 
 
+def sources(name: str) -> list[str]:
+    """Each upstream original of a dataset as 'URL (algorithm checksum)', or the URL alone where
+    no checksum is published."""
+    out = []
+    for orig in get_spec(name).originals:
+        known = _known_hash(orig)
+        out.append(orig.url if known is None else f"{orig.url} ({known.replace(':', ' ', 1)})")
+    return out
+
+
 def _not_found(spec: DatasetSpec, reason: str) -> DatasetNotFound:
     looked = "\n".join(f"  - {d}" + ("" if d.is_dir() else " (does not exist)") for d in search_path())
-    urls = "\n".join(f"  - {o.url}" for o in spec.originals)
+    urls = "\n".join(f"  - {source}" for source in sources(spec.name))
     return DatasetNotFound(
         f"dataset {spec.name!r} not found. Looked for {spec.name}.npz (and the originals "
         f"{', '.join(o.filename for o in spec.originals)}) in:\n{looked}\n"
@@ -525,7 +599,18 @@ def width(name: str, downsample: int | None = None) -> int:
     if spec.image_shape is None or any(side % downsample for side in spec.image_shape):
         raise ConfigError(f"dataset {name!r} (image shape {spec.image_shape}) cannot be pooled by {downsample}: "
                           f"downsample needs images whose sides it divides")
-    return (spec.image_shape[0] // downsample) * (spec.image_shape[1] // downsample)
+    return spec.channels * (spec.image_shape[0] // downsample) * (spec.image_shape[1] // downsample)
+
+
+def input_shape(name: str, downsample: int | None = None) -> tuple[int, int, int]:
+    """(C, H, W) of a registered image dataset's examples, after pooling by `downsample`; a
+    ConfigError for a dataset that is not images."""
+    spec = get_spec(name)
+    if spec.image_shape is None:
+        raise ConfigError(f"dataset {name!r} is not images (no image shape): a convolutional model cannot read it")
+    f = downsample or 1
+    width(name, downsample)  # the pooling check
+    return spec.channels, spec.image_shape[0] // f, spec.image_shape[1] // f
 
 
 def check_width(name: str, layers: object, downsample: int | None = None) -> None:
@@ -536,11 +621,13 @@ def check_width(name: str, layers: object, downsample: int | None = None) -> Non
 
 
 def pool(x: np.ndarray, image_shape: tuple[int, int], factor: int) -> np.ndarray:
-    """Average pooling of images stored as rows, x (N, H * W) row-major -> (N, (H / f) * (W / f))
-    float32, each value the mean of a f x f block (a reduced resolution)."""
+    """Average pooling of images stored as rows, x (N, C * H * W) row-major, C planes one after
+    another (C = 1 for grey images) -> (N, C * (H / f) * (W / f)) float32, each value the mean of
+    a f x f block of its plane (a reduced resolution)."""
     h, w = image_shape
-    blocks = x.reshape(len(x), h // factor, factor, w // factor, factor).astype(np.float64)
-    return blocks.mean((2, 4)).reshape(len(x), -1).astype(np.float32)
+    c = x.shape[1] // (h * w)
+    blocks = x.reshape(len(x), c, h // factor, factor, w // factor, factor).astype(np.float64)
+    return blocks.mean((3, 5)).reshape(len(x), -1).astype(np.float32)
 
 
 def load(name: str, download: bool = True) -> Dataset:

@@ -45,64 +45,23 @@ def _init_weight(n_in: int, n_out: int, init: str, g: torch.Generator) -> Tensor
     return w
 
 
-@register_family("mlp")
-class MLP(nn.Module):
-    """An MLP per replica. `activations` names the hidden units, one for all or one per hidden layer
-    (sigmoid, tanh, relu, linear); `loss` fixes the output distribution (bernoulli, gaussian,
-    categorical); `bias` adds biases (Benzing's nets have none); `l2` is the weight cost."""
+class Network(nn.Module):
+    """What the replica-axis networks trained by the optimizers share (MLP, and the convnets of
+    bench.models.convnet): the output distribution read through its canonical link (`loss`:
+    bernoulli, gaussian or categorical, see the module's docstring), the weight cost `l2` and the
+    training objective h. A subclass sets `loss`, `l2` and `replicas` and implements forward,
+    x (R, B, D) -> z (R, B, out)."""
 
-    def __init__(self, layers: list[int], seeds: list[int], activations: str | list[str] = "sigmoid",
-                 loss: str = "bernoulli", bias: bool = True, init: str = "sparse", l2: float = 0.0):
-        super().__init__()
-        hidden = len(layers) - 2
-        acts = [activations] * hidden if isinstance(activations, str) else list(activations)
-        if len(acts) != hidden or any(a not in ACTIVATIONS for a in acts):
-            raise ValueError(f"activations must be one of {sorted(ACTIVATIONS)} or a list of {hidden} of them; got {activations}")
-        if loss not in LOSSES:
-            raise ValueError(f"loss {loss!r}; use one of {LOSSES}")
-        if init not in INITS:
-            raise ValueError(f"init {init!r}; use one of {INITS}")
-        self.layers, self.activations, self.loss, self.l2 = list(layers), acts + ["linear"], loss, float(l2)
-        self.init = init
-        self.replicas = len(seeds)
-        gens = noise.replica_generators(seeds)
-        self.weights = nn.ParameterList(
-            nn.Parameter(torch.stack([_init_weight(layers[i], layers[i + 1], init, g) for g in gens]))
-            for i in range(len(layers) - 1)
-        )
-        self.biases = nn.ParameterList(
-            nn.Parameter(torch.zeros(len(seeds), n)) for n in layers[1:]
-        ) if bias else None
+    loss: str
+    l2: float
+    replicas: int
 
-    @property
-    def has_bias(self) -> bool:
-        return self.biases is not None
+    def like(self, seeds: list[int]) -> Network:
+        """A new network of this one's configuration, one replica per seed, freshly initialised
+        from those seeds (by the same scheme), on the device and dtype of this one's parameters
+        (deep ensembles' further members)."""
+        raise NotImplementedError
 
-    def layer_params(self) -> list[list[nn.Parameter]]:
-        """Per layer: [W_l] or [W_l, b_l], the blocks the curvature methods precondition."""
-        if self.biases is None:
-            return [[w] for w in self.weights]
-        return [[w, b] for w, b in zip(self.weights, self.biases)]
-
-    # ----------------------------------------------------------------- forward
-    def forward_layers(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """Layer inputs a_{l-1} (R, B, in) and pre-activations s_l (R, B, out), in the graph;
-        the last pre-activation is the output z."""
-        inputs, pre = [], []
-        a = x
-        for i, (w, act) in enumerate(zip(self.weights, self.activations)):
-            inputs.append(a)
-            s = torch.bmm(a, w.transpose(1, 2))
-            if self.biases is not None:
-                s = s + self.biases[i].unsqueeze(1)
-            pre.append(s)
-            a = ACTIVATIONS[act](s)
-        return inputs, pre
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_layers(x)[1][-1]
-
-    # ----------------------------------------------------------------- output distribution
     def target(self, x: Tensor, y: Tensor | None) -> Tensor:
         """What the output predicts: the labels for classifiers, the input for autoencoders."""
         if self.loss == "categorical":
@@ -150,3 +109,65 @@ class MLP(nn.Module):
         (z: the output for x when a forward pass has already computed it)."""
         z = self(x) if z is None else z
         return self.nll(z, self.target(x, y)).mean(1) + self.penalty()
+
+
+@register_family("mlp")
+class MLP(Network):
+    """An MLP per replica. `activations` names the hidden units, one for all or one per hidden layer
+    (sigmoid, tanh, relu, linear); `loss` fixes the output distribution (bernoulli, gaussian,
+    categorical); `bias` adds biases (Benzing's nets have none); `l2` is the weight cost."""
+
+    def __init__(self, layers: list[int], seeds: list[int], activations: str | list[str] = "sigmoid",
+                 loss: str = "bernoulli", bias: bool = True, init: str = "sparse", l2: float = 0.0):
+        super().__init__()
+        hidden = len(layers) - 2
+        acts = [activations] * hidden if isinstance(activations, str) else list(activations)
+        if len(acts) != hidden or any(a not in ACTIVATIONS for a in acts):
+            raise ValueError(f"activations must be one of {sorted(ACTIVATIONS)} or a list of {hidden} of them; got {activations}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss {loss!r}; use one of {LOSSES}")
+        if init not in INITS:
+            raise ValueError(f"init {init!r}; use one of {INITS}")
+        self.layers, self.activations, self.loss, self.l2 = list(layers), acts + ["linear"], loss, float(l2)
+        self.init = init
+        self.replicas = len(seeds)
+        gens = noise.replica_generators(seeds)
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.stack([_init_weight(layers[i], layers[i + 1], init, g) for g in gens]))
+            for i in range(len(layers) - 1)
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.zeros(len(seeds), n)) for n in layers[1:]
+        ) if bias else None
+
+    def like(self, seeds: list[int]) -> MLP:
+        return MLP(self.layers, seeds, activations=self.activations[:-1], loss=self.loss, bias=self.has_bias,
+                   init=self.init, l2=self.l2).to(self.weights[0])
+
+    @property
+    def has_bias(self) -> bool:
+        return self.biases is not None
+
+    def layer_params(self) -> list[list[nn.Parameter]]:
+        """Per layer: [W_l] or [W_l, b_l], the blocks the curvature methods precondition."""
+        if self.biases is None:
+            return [[w] for w in self.weights]
+        return [[w, b] for w, b in zip(self.weights, self.biases)]
+
+    # ----------------------------------------------------------------- forward
+    def forward_layers(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Layer inputs a_{l-1} (R, B, in) and pre-activations s_l (R, B, out), in the graph;
+        the last pre-activation is the output z."""
+        inputs, pre = [], []
+        a = x
+        for i, (w, act) in enumerate(zip(self.weights, self.activations)):
+            inputs.append(a)
+            s = torch.bmm(a, w.transpose(1, 2))
+            if self.biases is not None:
+                s = s + self.biases[i].unsqueeze(1)
+            pre.append(s)
+            a = ACTIVATIONS[act](s)
+        return inputs, pre
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_layers(x)[1][-1]

@@ -31,7 +31,8 @@ class Method:
     """Base class. Subclasses get `name`, `family`, `defaults` and `choices` through @register."""
 
     name: ClassVar[str]
-    family: ClassVar[str]
+    family: ClassVar[str]  # the first of `families`: the family a run from command-line flags builds
+    families: ClassVar[tuple[str, ...]] = ()  # every model family it trains (see `trained_families`)
     defaults: ClassVar[dict[str, Any]]
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {}  # hyper-parameter -> its allowed values
     tunable: ClassVar[tuple[str, ...]] = ("lr",)  # the knobs the equal-budget tuning searches (log-spaced)
@@ -77,6 +78,12 @@ class Method:
         return None
 
     @classmethod
+    def trained_families(cls) -> tuple[str, ...]:
+        """The model families this method trains: its registered `families`, or (family,) for a
+        class given only a `family`."""
+        return cls.families or (cls.family,)
+
+    @classmethod
     def tuned_knobs(cls, hparams: dict[str, Any]) -> tuple[str, ...]:
         """The hyper-parameters the equal-budget tuning searches for this configuration (its step
         size first, then at most one or two knobs such as damping); `tunable` unless a method's
@@ -87,9 +94,11 @@ class Method:
         return {"model": self.model.state_dict()}
 
 
-def register(name: str, family: str, defaults: dict[str, Any], choices: dict[str, tuple] | None = None,
+def register(name: str, family: str | tuple[str, ...], defaults: dict[str, Any], choices: dict[str, tuple] | None = None,
              tunable: tuple[str, ...] | None = None):
-    """Class decorator: register a Method under `name` for models of `family`.
+    """Class decorator: register a Method under `name` for models of `family` (one name, or a tuple
+    of the families it trains, e.g. ("mlp", "convnet") for an optimizer that only reads
+    model.parameters() and model.objective).
 
     `choices` (optional) lists the allowed values of some hyper-parameters, e.g.
     ``{"optimizer": OPTIMIZERS}``; claims are checked against them when they load. A subclass keeps
@@ -111,7 +120,9 @@ def register(name: str, family: str, defaults: dict[str, Any], choices: dict[str
         for key in knobs:
             if not isinstance(defaults.get(key), (int, float)) or isinstance(defaults.get(key), bool):
                 raise ValueError(f"method {name!r}: tunable {key!r} must be a numeric default")
-        cls.name, cls.family, cls.defaults, cls.choices = name, family, dict(defaults), merged
+        families = (family,) if isinstance(family, str) else tuple(family)
+        cls.name, cls.family, cls.families = name, families[0], families
+        cls.defaults, cls.choices = dict(defaults), merged
         cls.tunable = knobs
         return METHODS.add(name, cls)
 

@@ -1,5 +1,5 @@
-"""Workload of multilayer perceptrons trained by the optimizers (``mlp`` family): classifiers and
-deep autoencoders.
+"""Workload of the networks trained by the optimizers: multilayer perceptrons (``mlp`` family:
+classifiers and deep autoencoders) and convolutional classifiers (``convnet``, bench.models.convnet).
 
 Protocol: per-replica means over the evaluated examples of 'loss' = -log p(t | x) in nats per case
 (without the weight cost) and 'error' = the papers' error: for autoencoders the squared
@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from bench.estimators.sharpness import Loss, sharpness
-from bench.models.mlp import MLP
+from bench.models.mlp import Network
 from bench.workloads import Workload, register_workload
 from bench.workloads.health import Check, blow_up, pinned_at_zero
 from bench.workloads.method import Method
@@ -52,7 +52,7 @@ def expected_calibration_error(confidence: Tensor, correct: Tensor, bins: int = 
     return gap.abs().sum(1) / confidence.shape[1]
 
 
-def replica_loss(model: MLP, r: int, x: Tensor, y: Tensor | None) -> tuple[Loss, Tensor]:
+def replica_loss(model: Network, r: int, x: Tensor, y: Tensor | None) -> tuple[Loss, Tensor]:
     """Replica r's training loss as a function of its flat float64 parameters: (f, theta_r) with
     f(theta) = mean_n -log p(t_n | x_n; theta) over x (N, D) (labels y (N,) or None), theta (P,)
     the replica's weights and biases in `model.named_parameters()` order."""
@@ -69,7 +69,7 @@ def replica_loss(model: MLP, r: int, x: Tensor, y: Tensor | None) -> tuple[Loss,
     return f, theta
 
 
-@register_workload("mlp")
+@register_workload("mlp", "convnet")
 class MLPWorkload(Workload):
     tuning_metric = ("loss", False)
 
@@ -78,7 +78,7 @@ class MLPWorkload(Workload):
                 pinned_at_zero("loss")]
 
     @torch.no_grad()
-    def metrics(self, model: MLP, method: Method, x: Tensor, k: int, y: Tensor | None) -> dict[str, Tensor]:
+    def metrics(self, model: Network, method: Method, x: Tensor, k: int, y: Tensor | None) -> dict[str, Tensor]:
         total = {"loss": 0.0, "error": 0.0}
         confidence, correct = [], []
         n = x.shape[1]
@@ -101,7 +101,7 @@ class MLPWorkload(Workload):
             out["ece"] = expected_calibration_error(torch.cat(confidence, 1), torch.cat(correct, 1))
         return out
 
-    def final_metrics(self, model: MLP, x: Tensor, y: Tensor | None, split: str) -> dict[str, Tensor]:
+    def final_metrics(self, model: Network, x: Tensor, y: Tensor | None, split: str) -> dict[str, Tensor]:
         """Keskar's sharpness (percent) of each replica's training loss on the first
         SHARPNESS_EXAMPLES examples of x (R, N, D), at each eps of SHARPNESS_EPS: name -> (R,);
         nothing on splits other than 'train'."""
