@@ -38,19 +38,23 @@ def test_moments_equal_numpys_sample_moments_in_float64():
 
 def test_samples_have_the_stated_covariance():
     """200000 samples: their mean and covariance match theta_SWA and Sigma_diag / 2 + D^T D / (2 (K - 1))
-    within Monte-Carlo error (per entry, sd about sqrt((S_ii S_jj + S_ij^2) / n) < 0.004 max S_ii)."""
+    within Monte-Carlo error (per entry, sd about sqrt((S_ii S_jj + S_ij^2) / n) < 0.004 max S_ii).
+    The draws are one call of `sample` on n replicas holding the same moments."""
     thetas = _iterates(t=12, r=2, p=4)
     moments = SWAGMoments(2, 4, rank=5)
     for theta in thetas:
         moments.collect(torch.from_numpy(theta))
-    n = 200_000
-    with noise.replica_noise([0, 1], "cpu"):
-        draws = torch.stack([moments.sample() for _ in range(n)], 1).numpy()  # (R, n, P)
-    cov = moments.covariance().numpy()
+    n, cov = 200_000, moments.covariance().numpy()
+    torch.manual_seed(0)
     for r in range(2):
+        copies = SWAGMoments(n, 4, rank=5)
+        copies.n = moments.n
+        copies.mean, copies.sq_mean = moments.mean[r].expand(n, -1), moments.sq_mean[r].expand(n, -1)
+        copies.deviations = moments.deviations[r].expand(n, -1, -1)
+        draws = copies.sample().numpy()
         scale = cov[r].diagonal().max()
-        np.testing.assert_allclose(draws[r].mean(0), moments.mean[r].numpy(), atol=5 * np.sqrt(scale / n))
-        np.testing.assert_allclose(np.cov(draws[r].T), cov[r], atol=0.02 * scale)
+        np.testing.assert_allclose(draws.mean(0), moments.mean[r].numpy(), atol=5 * np.sqrt(scale / n))
+        np.testing.assert_allclose(np.cov(draws.T), cov[r], atol=0.02 * scale)
 
 
 def test_collection_schedule_on_sgd_iterates():
