@@ -113,12 +113,15 @@ class LastLayerLaplace:
 
     def sample(self) -> Tensor:
         """One last layer per replica, theta + (G + delta I)^(-1/2) z: (R, C, H'), z through
-        bench.nn.noise."""
-        z = noise.randn(self.eigvals.shape, self.theta) * self.scales()
+        bench.nn.noise, with the symmetric square root (unique where eigenvalues repeat, as they do
+        for dead units: a seed's draws do not depend on which eigenbasis a batched eigh returns)."""
+        z = noise.randn(self.eigvals.shape, self.theta)
         if self.kron:
-            step = self.u_out @ z.reshape(self.theta.shape) @ self.u_in.transpose(1, 2)
+            rotated = self.u_out.transpose(1, 2) @ z.reshape(self.theta.shape) @ self.u_in
+            step = self.u_out @ (rotated * self.scales().reshape(self.theta.shape)) @ self.u_in.transpose(1, 2)
         else:
-            step = (self.basis @ z.unsqueeze(-1)).reshape(self.theta.shape)
+            rotated = (self.basis.transpose(1, 2) @ z.unsqueeze(-1)).squeeze(-1)
+            step = (self.basis @ (rotated * self.scales()).unsqueeze(-1)).reshape(self.theta.shape)
         return self.theta + step
 
 
