@@ -1,11 +1,14 @@
 """The last-layer Laplace approximation (methods/laplace.py) on Bayesian multinomial logistic
 regression (a linear model: the last layer is the whole model), against torch.autograd's exact
-Hessian of the negative log posterior in float64, and its marginal likelihood against a direct
-log-determinant."""
+Hessian of the negative log posterior in float64, its marginal likelihood against a direct
+log-determinant, and both against the laplace-torch library (Daxberger et al. 2021)."""
 
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -118,3 +121,57 @@ def test_predictive_before_and_after_the_first_epoch():
 def test_needs_a_classifier():
     with pytest.raises(ConfigError, match="categorical"):
         Laplace(MLP([D, C], [0], activations=[], loss="gaussian"))
+
+
+# laplace-torch imports torchmetrics, which imports torchvision when its distribution is installed;
+# the CPU torch here cannot load the CUDA torchvision that backpack pulls in (../shared/STACK.md,
+# section 5), so the reference runs in a subprocess that hides torchvision (as
+# tests/test_classifier_metrics.py does), which the Laplace approximation does not use.
+LAPLACE_TORCH = """
+import importlib.abc, importlib.metadata, json, sys
+import torch
+
+class HideTorchvision(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "torchvision":
+            raise ModuleNotFoundError(name)
+
+version = importlib.metadata.version
+def without_torchvision(name):
+    if name == "torchvision":
+        raise importlib.metadata.PackageNotFoundError(name)
+    return version(name)
+
+sys.meta_path.insert(0, HideTorchvision())
+importlib.metadata.version = without_torchvision
+from laplace import Laplace
+from torch.utils.data import DataLoader, TensorDataset
+
+x, y, w, b = torch.load(sys.argv[1])
+torch.set_default_dtype(torch.float64)
+net = torch.nn.Linear(w.shape[1], w.shape[0])
+with torch.no_grad():
+    net.weight.copy_(w)
+    net.bias.copy_(b)
+la = Laplace(net, "classification", subset_of_weights="all", hessian_structure="full")
+la.fit(DataLoader(TensorDataset(x, y), batch_size=len(x)))
+la.optimize_prior_precision(method="marglik", n_steps=2000, lr=0.05)
+print(json.dumps({"delta": float(la.prior_precision), "cov": la.posterior_covariance.tolist()}))
+"""
+
+
+def test_prior_precision_and_covariance_equal_laplace_torchs(tmp_path):
+    """laplace-torch 0.3's full Laplace of the same linear classifier (all weights = the last layer),
+    its prior precision by its own marginal-likelihood optimiser (Adam on log delta, run to
+    convergence): the same delta and covariance (its parameter order: W row-major, then b)."""
+    method, x, y = _fitted("full")
+    data = tmp_path / "data.pt"
+    torch.save((x[0], y[0], method.model.weights[0][0].detach(), method.model.biases[0][0].detach()), data)
+    done = subprocess.run([sys.executable, "-c", LAPLACE_TORCH, str(data)], capture_output=True, text=True, check=True)
+    reference = json.loads(done.stdout.strip().splitlines()[-1])
+    posterior = method.posterior()
+    np.testing.assert_allclose(float(posterior.prior_precision[0]), reference["delta"], rtol=1e-6)
+    order = [c * D + d for c in range(C) for d in range(D)] + [C * D + c for c in range(C)]
+    ours = [c * (D + 1) + d for c in range(C) for d in range(D)] + [c * (D + 1) + D for c in range(C)]
+    cov = posterior.covariance()[0].numpy()[np.ix_(ours, ours)]
+    np.testing.assert_allclose(cov, np.asarray(reference["cov"])[np.ix_(order, order)], rtol=1e-5, atol=1e-9)
