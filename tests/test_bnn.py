@@ -1,5 +1,6 @@
 """The Bayesian-neural-network methods (issue 13, research notes P8): Bayes by backprop,
-MC dropout, deep ensembles, and their posterior predictive (bench.workloads.predictive).
+MC dropout, deep ensembles (SWAG and the Laplace approximation: their own test files, and the
+replica and checkpoint tests here), and their posterior predictive (bench.workloads.predictive).
 
 References: the closed-form posterior of Bayesian linear regression (mean-field VI's optimum),
 torch.distributions' Gaussian KL, scipy's entropy, the deterministic network, Adam on the same
@@ -28,7 +29,9 @@ from bench.workloads.predictive import bma_metrics, entropies, predictive_metric
 from methods.adam import Adam
 from methods.bayes_by_backprop import BayesByBackprop, gaussian_kl
 from methods.deep_ensemble import DeepEnsemble
+from methods.laplace import Laplace
 from methods.mc_dropout import MCDropout, dropout_forward
+from methods.swag import SWAG
 
 
 def _classifier(seeds: list[int], layers=(6, 8, 3)) -> MLP:
@@ -157,7 +160,9 @@ def test_bma_nll_is_the_nll_of_the_averaged_predictive():
 # ----------------------------------------------------------------------------- replicas and checkpoints
 METHODS = {"bayes_by_backprop": (BayesByBackprop, {"init_sigma": 0.1}),
            "mc_dropout": (MCDropout, {"p": 0.3}),
-           "deep_ensemble": (DeepEnsemble, {"members": 3})}
+           "deep_ensemble": (DeepEnsemble, {"members": 3}),
+           "swag": (SWAG, {"swa_start": 1, "rank": 3}),
+           "laplace": (Laplace, {})}
 
 
 def _train(method_name: str, seeds: list[int], steps: int, state: bytes | None = None):
