@@ -36,6 +36,7 @@ import scipy.io
 from bench.core.errors import ChecksumMismatch, ConfigError, DatasetNotFound, unknown
 from bench.core.layout import PROJECT_ROOT, atomic_write
 from bench.domains import puzzle8
+from bench.engine import corpus
 
 PROJECT_DATA = PROJECT_ROOT / "data"
 ENV_VAR = "CLAIMBENCH_DATA"
@@ -257,6 +258,32 @@ def _generate_mnist_8puzzle() -> dict[str, np.ndarray]:
     return out
 
 
+PYDOC_CHARS_SHA256 = "c686ccb2588ab95eaae4d141f1bc40831a40c6a1226dc17dde448e2154375a48"  # CPython 3.11.7's text
+PYDOC_CHARS_LENGTH = 381440  # characters of the normalised text
+PYDOC_CHARS_CONTEXT = 3  # characters of context per example
+PYDOC_CHARS_TRAIN = 343296  # the first 90% of the characters train, the last 10% test
+
+
+def _generate_python_docs_chars() -> dict[str, np.ndarray]:
+    """Next-character prediction on the Python reference manual's topics that CPython ships
+    (bench.engine.corpus: pydoc_data/topics.py, PSF License Version 2), normalised to 28 symbols
+    (space, a-z, '.'): x the one-hot codes of 3 context characters (N, 84) uint8, y the next
+    character's index (N,). The first 343,296 characters give the training examples, the last
+    38,144 the test examples (contiguous; no window crosses the cut). A ChecksumMismatch when the
+    interpreter's text is not the registered one (another CPython release ships other docs)."""
+    text = corpus.pydoc_topics_text()
+    digest = corpus.sha256_text(text)
+    if digest != PYDOC_CHARS_SHA256:
+        raise ChecksumMismatch(
+            f"python_docs_chars: the normalised text of this interpreter's pydoc_data.topics has sha256 {digest} "
+            f"({len(text)} characters), not the registered {PYDOC_CHARS_SHA256} ({PYDOC_CHARS_LENGTH}, CPython "
+            f"3.11.7): run with the project's CPython 3.11.7, or register this release's text as another dataset")
+    out = {}
+    for split, part in (("train", text[:PYDOC_CHARS_TRAIN]), ("test", text[PYDOC_CHARS_TRAIN:])):
+        out[f"x_{split}"], out[f"y_{split}"] = corpus.windows(part, PYDOC_CHARS_CONTEXT)
+    return out
+
+
 # --------------------------------------------------------------------------- registry
 _LAROCHELLE = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
 _LECUN = "http://yann.lecun.com/exdb/mnist/"
@@ -315,6 +342,17 @@ DATASETS: dict[str, DatasetSpec] = {
                         "beta (0.3, -1, 2), noise sd 0.5, no intercept, x ~ N(0,1)^3 (our choice); rows (x, y); generated",
             shapes={"train": (1000, 4), "test": (1000, 4)},
             binary=False, originals=(), convert=None, generate=lambda: _generate_glm("linear"), image_shape=None,
+        ),
+        DatasetSpec(
+            name="python_docs_chars",
+            description="next character of the Python reference manual's topics shipped with CPython 3.11.7 "
+                        "(pydoc_data/topics.py, PSF License v2), 28 symbols, 3 characters of context one-hot; generated",
+            shapes={"train": (PYDOC_CHARS_TRAIN - PYDOC_CHARS_CONTEXT, PYDOC_CHARS_CONTEXT * len(corpus.ALPHABET)),
+                    "test": (PYDOC_CHARS_LENGTH - PYDOC_CHARS_TRAIN - PYDOC_CHARS_CONTEXT,
+                             PYDOC_CHARS_CONTEXT * len(corpus.ALPHABET))},
+            binary=True, originals=(), convert=None, generate=_generate_python_docs_chars, image_shape=None,
+            notes="Built from the interpreter's standard library and checked against the normalised text's sha256; "
+                  "labels are the next character's index in ' abcdefghijklmnopqrstuvwxyz.'.",
         ),
         DatasetSpec(
             name="mnist_8puzzle",
