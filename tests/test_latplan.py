@@ -219,6 +219,8 @@ def test_planning_is_validated_by_the_simulator(collapse: bool):
     assert step["roundtrip"].tolist() == [expected] * 2 and step["collisions"].tolist() == [1.0 - expected] * 2
     assert final["plan_valid"].tolist() == [expected] * 2 and final["plan_optimal"].tolist() == [expected] * 2
     assert final["plan_suboptimal"].tolist() == [0.0, 0.0] and PLAN_DISTANCE == 7
+    for name in ("pddl_plan_valid", "pddl_plan_optimal"):  # the same instances planned by pyperplan
+        assert final[name].tolist() == [expected] * 2
 
 
 def test_the_puzzle_is_available_only_where_mnist_is(monkeypatch, tmp_path):
