@@ -131,6 +131,9 @@ class LatplanWorkload(Workload):
     transforms = ("unit_interval",)
     tuning_metric = ("bce", False)
 
+    def prepare(self, model: StateAutoencoder, x_train: Tensor) -> None:
+        model.initialize_from_data(x_train)
+
     def exact_metrics(self, model: dict) -> tuple[str, ...]:
         return (*STEP_METRICS, *PLAN_METRICS)
 
