@@ -219,6 +219,8 @@ def test_planning_is_validated_by_the_simulator(collapse: bool):
     assert step["roundtrip"].tolist() == [expected] * 2 and step["collisions"].tolist() == [1.0 - expected] * 2
     assert final["plan_valid"].tolist() == [expected] * 2 and final["plan_optimal"].tolist() == [expected] * 2
     assert final["plan_suboptimal"].tolist() == [0.0, 0.0] and PLAN_DISTANCE == 7
+    for name in ("pddl_plan_valid", "pddl_plan_optimal"):  # the same instances planned by pyperplan
+        assert final[name].tolist() == [expected] * 2
 
 
 def test_the_puzzle_is_available_only_where_mnist_is(monkeypatch, tmp_path):
@@ -236,3 +238,20 @@ def test_a_state_autoencoder_that_never_round_trips_is_degenerate():
                          for step, v in enumerate(values)])
     findings = run_checks(workload_for("latplan").health_checks({}), rows)
     assert [(f.seed, f.check, f.kind) for f in findings] == [(0, "flat curve", "degenerate")]
+
+
+def test_the_data_dependent_start_reconstructs_the_training_mean():
+    """After initialize_from_data the encoder reads x - mean and an all-zero-weight decoder
+    outputs sigmoid(bias) = the training mean image (clamped), for every replica and code."""
+    model = _model().double()
+    x = torch.rand(50, 12, dtype=torch.float64) * 0.9 + 0.05
+    model.initialize_from_data(x)
+    assert torch.allclose(model.input_mean, x.mean(0))
+    with torch.no_grad():
+        model.decoder[-1].weight.zero_()
+    z = torch.randint(0, 2, (2, 3, 5)).double()
+    assert torch.allclose(torch.sigmoid(model.decode(z)), x.mean(0).expand(2, 3, -1))
+    shifted = StateAutoencoder([12, 16, 5], [0, 1]).double()
+    shifted.load_state_dict(model.state_dict())
+    shifted.input_mean.zero_()
+    assert torch.allclose(shifted.logits(x.expand(2, -1, -1) - x.mean(0)), model.logits(x.expand(2, -1, -1)))

@@ -28,6 +28,13 @@ classified to a state, and the plan is checked by the symbolic simulator (never 
   goal and takes only legal moves (no plan found counts as invalid);
 * 'plan_optimal': fraction whose plan is valid and of the optimal length PLAN_DISTANCE;
 * 'plan_suboptimal': fraction valid but longer than optimal ('plan_valid' - 'plan_optimal').
+
+The same instances planned by a classical planner (bench.domains.pddl): per instance, AMA1 as a
+STRIPS task of every distinct latent transition of its ball (each (code(s), code(t)) one grounded
+action: preconditions the before-code's bits, effects the flips) from code(init image) to
+code(goal image), solved by pyperplan 2.1's A* with the blind heuristic (a shortest plan); its
+plans are decoded and validated as above:
+'pddl_plan_valid', 'pddl_plan_optimal', 'pddl_plan_suboptimal'.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from torch import Tensor
 
 from bench.core.errors import ConfigError
 from bench.domains import puzzle8
+from bench.domains.pddl import AMA1Planner
 from bench.domains.search import bfs_path
 from bench.models.latplan import StateAutoencoder
 from bench.workloads import Workload, register_workload, with_sem
@@ -50,7 +58,7 @@ PLAN_INSTANCES = 20  # the research notes' quick setup: 20 instances at distance
 PLAN_DISTANCE = 7
 PLAN_SEED = 7  # draws each goal among the states PLAN_DISTANCE moves from its initial state
 STEP_METRICS = ("bce", "roundtrip", "collisions")
-PLAN_METRICS = ("plan_valid", "plan_optimal", "plan_suboptimal")
+PLAN_METRICS = tuple(f"{p}_{m}" for p in ("plan", "pddl_plan") for m in ("valid", "optimal", "suboptimal"))
 
 
 def _states(y: Tensor | None) -> np.ndarray:
@@ -60,11 +68,18 @@ def _states(y: Tensor | None) -> np.ndarray:
     return puzzle8.unrank(y[0].cpu().numpy())
 
 
-def _decode_plan(model: StateAutoencoder, replica: int, plan: list[bytes], like: Tensor) -> np.ndarray:
-    """Replica `replica`'s images (M, D) float64 in [0, 1] of a plan's M codes (uint8 bits as bytes)."""
-    bits = np.frombuffer(b"".join(plan), dtype=np.uint8).reshape(len(plan), -1).copy()
-    z = torch.as_tensor(bits, dtype=like.dtype, device=like.device).expand(like.shape[0], -1, -1)
-    return torch.sigmoid(model.decode(z)[replica]).double().cpu().numpy()
+def _judge(model: StateAutoencoder, replica: int, plan: list[np.ndarray] | None, like: Tensor,
+           tiles: np.ndarray, start: np.ndarray, goal: np.ndarray) -> tuple[bool, bool]:
+    """(valid, optimal) of a plan of codes (each (N,) uint8) by replica `replica`: its codes are
+    decoded, each image classified to a state by the templates (9, 196), and the symbolic simulator
+    checks that it runs from `start` to `goal` (9,) by legal moves; optimal: valid and
+    PLAN_DISTANCE moves long. No plan (None) is neither."""
+    if plan is None:
+        return False, False
+    z = torch.as_tensor(np.stack(plan), dtype=like.dtype, device=like.device).expand(like.shape[0], -1, -1)
+    steps = puzzle8.classify(torch.sigmoid(model.decode(z)[replica]).double().cpu().numpy(), tiles)
+    valid = bool((steps[0] == start).all() and (steps[-1] == goal).all() and puzzle8.valid_plan(steps.tolist()))
+    return valid, valid and len(plan) - 1 == PLAN_DISTANCE
 
 
 def _collisions(codes: np.ndarray, ranks: np.ndarray) -> float:
@@ -90,22 +105,34 @@ def _instances(starts: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     return balls, np.array(goals, dtype=np.int64)
 
 
-def _plan(ball: np.ndarray, codes: np.ndarray, goal_code: bytes) -> list[bytes] | None:
-    """BFS in AMA1's latent graph over one ball (states (M, 9), their codes (M, N)) from the code
-    of ball[0] to goal_code."""
+def _plan(ball: np.ndarray, codes: np.ndarray, goal_code: bytes) -> list[np.ndarray] | None:
+    """BFS in AMA1's latent graph over one ball (states (M, 9), their codes (M, N) uint8) from the
+    code of ball[0] to goal_code: the plan's codes, or None."""
     key = {tuple(s): c.tobytes() for s, c in zip(ball.tolist(), codes)}
     graph: dict[bytes, list[bytes]] = defaultdict(list)
     for s, c in key.items():
         for t in puzzle8.successors(s):
             if t in key and key[t] not in graph[c]:
                 graph[c].append(key[t])
-    return bfs_path(graph, key[tuple(ball[0].tolist())], goal_code)
+    path = bfs_path(graph, key[tuple(ball[0].tolist())], goal_code)
+    return None if path is None else [np.frombuffer(c, dtype=np.uint8) for c in path]
+
+
+def _transitions(ball: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """AMA1's observed transitions (T, 2, N) uint8, distinct: (code(s), code(t)) for every legal
+    move s -> t between states of a ball (states (M, 9), their codes (M, N) in the same order)."""
+    key = {tuple(s): c for s, c in zip(ball.tolist(), codes)}
+    pairs = [np.stack([c, key[t]]) for s, c in key.items() for t in puzzle8.successors(s) if t in key]
+    return np.unique(np.stack(pairs), axis=0)
 
 
 @register_workload("latplan")
 class LatplanWorkload(Workload):
     transforms = ("unit_interval",)
     tuning_metric = ("bce", False)
+
+    def prepare(self, model: StateAutoencoder, x_train: Tensor) -> None:
+        model.initialize_from_data(x_train)
 
     def exact_metrics(self, model: dict) -> tuple[str, ...]:
         return (*STEP_METRICS, *PLAN_METRICS)
@@ -143,17 +170,18 @@ class LatplanWorkload(Workload):
         codes = model.code(torch.as_tensor(images, dtype=x.dtype, device=x.device).expand(r, -1, -1))
         bits = codes.to(torch.uint8).cpu().numpy()  # (R, M, N)
         bounds = np.cumsum([0, *map(len, balls)])
-        valid = np.zeros((r, PLAN_INSTANCES))
-        optimal = np.zeros((r, PLAN_INSTANCES))
+        scores = {name: np.zeros((r, PLAN_INSTANCES)) for name in ("bfs", "pddl")}
+        optimal = {name: np.zeros((r, PLAN_INSTANCES)) for name in ("bfs", "pddl")}
         for i in range(r):
             for j, ball in enumerate(balls):
-                plan = _plan(ball, bits[i, bounds[j]:bounds[j + 1]], bits[i, bounds[-1] + j].tobytes())
-                if plan is None:
-                    continue
-                steps = puzzle8.classify(_decode_plan(model, i, plan, x), tiles)
-                ok = ((steps[0] == ball[0]).all() and (steps[-1] == goals[j]).all()
-                      and puzzle8.valid_plan(steps.tolist()))
-                valid[i, j] = ok
-                optimal[i, j] = ok and len(plan) - 1 == PLAN_DISTANCE
-        return {"plan_valid": torch.tensor(valid.mean(1)), "plan_optimal": torch.tensor(optimal.mean(1)),
-                "plan_suboptimal": torch.tensor((valid - optimal).mean(1))}
+                ball_codes, goal_code = bits[i, bounds[j]:bounds[j + 1]], bits[i, bounds[-1] + j]
+                plans = {"bfs": _plan(ball, ball_codes, goal_code.tobytes()),
+                         "pddl": AMA1Planner(_transitions(ball, ball_codes)).plan(ball_codes[0], goal_code)}
+                for name, plan in plans.items():
+                    scores[name][i, j], optimal[name][i, j] = _judge(model, i, plan, x, tiles, ball[0], goals[j])
+        out = {}
+        for name, prefix in (("bfs", "plan"), ("pddl", "pddl_plan")):
+            out[f"{prefix}_valid"] = torch.tensor(scores[name].mean(1))
+            out[f"{prefix}_optimal"] = torch.tensor(optimal[name].mean(1))
+            out[f"{prefix}_suboptimal"] = torch.tensor((scores[name] - optimal[name]).mean(1))
+        return out
