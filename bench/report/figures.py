@@ -89,8 +89,8 @@ def claim_figure(path: Path, curves: pd.DataFrame, claim_id: str, statement: str
 
 
 def interpolation_figure(path: Path, table: pd.DataFrame, claim_id: str, labels: list[str], profile: str) -> None:
-    """Keskar's parametric plot (bench.engine.interpolation): cross-entropy and accuracy (100 (1 -
-    error), percent) against alpha, train and test, the mean over seeds with its 95% t band; labels
+    """Keskar's parametric plot (bench.engine.interpolation): cross-entropy (log scale) and accuracy
+    (100 (1 - error), percent) against alpha, train and test, the mean over seeds with its 95% t band; labels
     [at alpha 0, at alpha 1] mark their minimizers."""
     rows = table.assign(value=lambda t: t.value.where(t.metric == "loss", 100 * (1 - t.value)))
     sns.set_theme(style="whitegrid", context="notebook")
@@ -104,6 +104,7 @@ def interpolation_figure(path: Path, table: pd.DataFrame, claim_id: str, labels:
                         fontsize=8, color="dimgrey")
         ax.set_xlabel(f"alpha: (1 - alpha) x[{labels[0]}] + alpha x[{labels[1]}]")
         ax.set_ylabel(ylabel)
+    axes[0].set_yscale("log")  # the loss grows by orders of magnitude away from the two minimizers
     seeds = table.seed.nunique()
     fig.suptitle(f"{claim_id} [{profile} profile]: 1-D interpolation between the final parameters, "
                  f"mean over {seeds} seeds with 95% t band", fontsize=10)
