@@ -16,13 +16,22 @@ what did not finish (profiles/default sets --rerun-incomplete).
 """
 
 import os
+import re
 import sys
 
 sys.path.insert(0, workflow.basedir)  # the checkout's bench/ and methods/, also from a copy of it
 
 from bench.claims.catalog import check_profile, get_claim, load_claims, plan_all, run_sources  # noqa: E402
 from bench.claims.tuning import read_selection  # noqa: E402
-from bench.core.layout import claim_paths, log_path, report_path, run_dir, summary_path, tuning_selection  # noqa: E402
+from bench.core.layout import (  # noqa: E402
+    claim_paths,
+    interpolation_paths,
+    log_path,
+    report_path,
+    run_dir,
+    summary_path,
+    tuning_selection,
+)
 from bench.core.spec import RunSpec  # noqa: E402
 from bench.engine.results import quarantine_corrupt_runs  # noqa: E402
 from bench.report.markdown import summary_rst_path  # noqa: E402
@@ -42,6 +51,8 @@ for corrupt in quarantine_corrupt_runs(run_dir(RESULTS, PROFILE, "")):  # rerun 
 SELECTION = str(tuning_selection(RESULTS, PROFILE, "{base_id}"))
 RUN = str(run_dir(RESULTS, PROFILE, "{run_id}"))  # a run's folder, as a wildcard pattern
 CLAIM = {key: str(path) for key, path in claim_paths(".", PROFILE, "{claim}").items()}
+INTERPOLATION = {key: str(path) for key, path in interpolation_paths(".", PROFILE, "{claim}").items()}
+INTERPOLATED = [c for c, plan in PLANS.items() if plan.claim.interpolation]  # claims whose figure interpolates two runs
 REPORT, SUMMARY = str(report_path(".", PROFILE)), str(summary_path(".", PROFILE))
 REPORT_RST = str(summary_rst_path(".", PROFILE))  # the verdict summary the HTML report opens on
 PY = sys.executable
@@ -51,7 +62,7 @@ report: "bench/report/assets/workflow.rst"
 wildcard_constraints:
     run_id="[0-9a-f]{12}",
     base_id="[0-9a-f]{12}",
-    claim="[A-Za-z0-9_.-]+",
+    claim="|".join(re.escape(c) for c in PLANS),  # a claim id, never "<claim>--interpolation"
 
 
 rule all:
@@ -97,10 +108,13 @@ def evaluation_spec(run_id):
     return EVAL_SPECS[run_id]
 
 
-def claim_runs(w):
-    """A claim's evaluation runs: each label's tuned run, known once its tuning job has finished."""
+def claim_runs(w, labels=None):
+    """A claim's evaluation runs (of `labels`, default all): each label's tuned run, known once its
+    tuning job has finished."""
     out = []
-    for base in PLANS[w.claim].runs.values():
+    for label, base in PLANS[w.claim].runs.items():
+        if labels is not None and label not in labels:
+            continue
         checkpoints.tune.get(base_id=base.run_id)  # the selection exists from here on
         out.append(str(run_dir(RESULTS, PROFILE, read_selection(RESULTS, base)["eval_run_id"]) / "run.json"))
     return out
@@ -139,6 +153,20 @@ rule claim:
         "{PY} -m bench verdict {wildcards.claim} --profile {PROFILE}"
 
 
+rule interpolation:
+    """Keskar's 1-D interpolation between the final parameters of the two labels named by a claim's
+    figure (evaluation only): its table and figure, after those two runs."""
+    output:
+        table=INTERPOLATION["table"],
+        figure=report(INTERPOLATION["figure"], category="{claim}", caption="bench/report/assets/claim.rst"),
+    input:
+        lambda w: claim_runs(w, PLANS[w.claim].claim.interpolation),
+    params:
+        digest=lambda w: PLANS[w.claim].claim.digest(),
+    shell:
+        "{PY} -m bench interpolate {wildcards.claim} --profile {PROFILE}"
+
+
 rule report:
     """REPORT.md (quick and paper side by side), the profile's verdict summary (REPORT.rst, which
     the HTML report's landing text includes) and its summary table."""
@@ -148,5 +176,6 @@ rule report:
         report(REPORT_RST, category="Verdicts", caption="bench/report/assets/summary.rst"),
     input:
         [str(claim_paths(".", PROFILE, claim)["json"]) for claim in PLANS],
+        [str(interpolation_paths(".", PROFILE, claim)["figure"]) for claim in INTERPOLATED],
     shell:
         "{PY} -m bench report --profile {PROFILE}"

@@ -225,6 +225,14 @@ def cmd_verdict(args: argparse.Namespace) -> None:
     print(f"{args.claim} [{args.profile}]: {outcome['verdict']} -- {outcome['detail']}")
 
 
+def cmd_interpolate(args: argparse.Namespace) -> None:
+    from bench.report.interpolation import write_interpolation
+
+    check_profile(args.profile)
+    out = write_interpolation(get_claim(args.claim), args.profile, Path(args.root))
+    print(f"wrote {out['table']} and {out['figure']}")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from bench.report.verdicts import write_report, write_summary
 
@@ -299,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verdict", help="table, figure and verdict of one claim")
     v.add_argument("claim"), v.add_argument("--profile", default="quick"), v.add_argument("--root", default=".")
     v.set_defaults(func=cmd_verdict)
+    i = sub.add_parser("interpolate", help="Keskar's 1-D interpolation between two labels' runs of a claim")
+    i.add_argument("claim"), i.add_argument("--profile", default="quick"), i.add_argument("--root", default=".")
+    i.set_defaults(func=cmd_interpolate)
     f = sub.add_parser("fetch", help="download, verify and convert a dataset")
     f.add_argument("dataset")
     f.set_defaults(func=cmd_fetch)

@@ -187,7 +187,7 @@ def test_unknown_key_at_each_level(tmp_path, path, where, allowed):
 
 
 def test_unknown_key_in_figure_and_metric(tmp_path):
-    assert "unknown key 'colour' in figure (value 'red'); allowed keys: x, yscale" in _error(
+    assert "unknown key 'colour' in figure (value 'red'); allowed keys: interpolation, x, yscale" in _error(
         tmp_path, _set("figure", {"x": ["epoch"], "colour": "red"}))
     assert "unknown key 'colour' in metric (value 'red'); allowed keys: converged_on, higher_is_better, name, split" in _error(
         tmp_path, _set("metric", {"colour": "red"}))

@@ -82,6 +82,11 @@ class Claim:
         return self.spec.get("figure", {}).get("yscale", "linear")
 
     @property
+    def interpolation(self) -> list[str] | None:
+        """The figure's two labels of Keskar's 1-D interpolation [at alpha 0, at alpha 1], or None."""
+        return self.spec.get("figure", {}).get("interpolation")
+
+    @property
     def paper_numbers(self) -> list[dict[str, Any]]:
         return self.spec.get("paper_numbers", [])
 

@@ -267,6 +267,7 @@ class Profile(Strict):
     final_eval_k: Count = 1000
     final_eval_splits: Splits = ["test"]
     timing: Literal["lockstep", "per_seed"] = "lockstep"  # per_seed: each seed alone, its own clock (time claims)
+    keep_params: bool = False  # the runs keep their final parameters (a figure's interpolation needs them)
     model: ModelOverride = {}
     methods: dict[Label, LabelOverride | None] = {}
     substitutions: Substitutions = []
@@ -287,11 +288,6 @@ class Metric(Strict):
     converged_on: Label | None = None
 
 
-class Figure(Strict):
-    x: Annotated[list[Literal[X_AXES]], Field(min_length=1), AfterValidator(_distinct)] = ["epoch", "train_seconds"]  # type: ignore[valid-type]
-    yscale: Literal["linear", "log"] = "linear"
-
-
 def _two_labels(pair: list[str]) -> list[str]:
     if pair[0] == pair[1]:
         raise problem((), "compares a label with itself", pair)
@@ -299,6 +295,16 @@ def _two_labels(pair: list[str]) -> list[str]:
 
 
 Pair = Annotated[list[Label], Field(min_length=2, max_length=2), AfterValidator(_two_labels)]
+
+
+class Figure(Strict):
+    x: Annotated[list[Literal[X_AXES]], Field(min_length=1), AfterValidator(_distinct)] = ["epoch", "train_seconds"]  # type: ignore[valid-type]
+    yscale: Literal["linear", "log"] = "linear"
+    # Keskar et al.'s 1-D interpolation between two labels' final parameters, [at alpha 0, at alpha 1]
+    # (bench.engine.interpolation); the runs of every profile must keep their parameters
+    interpolation: Pair | None = None
+
+
 Pairs = Annotated[list[Pair], Field(min_length=1)]
 
 
@@ -450,6 +456,7 @@ class ClaimSpec(Strict):
                 _check_model(family, ("profiles", profile, "methods", label, "model"), override.model)
                 _check_hparams(methods[label], ("profiles", profile, "methods", label), override.model_extra or {})
         self._check_labels(list(methods))
+        self._check_interpolation(list(methods))
         self._check_paper_side()
         return self
 
@@ -487,6 +494,25 @@ class ClaimSpec(Strict):
                           f"source (provenance {' or '.join(sorted(PRIMARY_PROVENANCE))}) under paper_numbers",
                           v.method, label=v.method)
 
+
+    def _check_interpolation(self, labels: list[str]) -> None:
+        """The figure's interpolation names two of the claim's labels, of an mlp (whose workload's
+        metrics read no method state), and every profile's runs keep their final parameters."""
+        pair = self.figure.interpolation
+        if pair is None:
+            return
+        for i, label in enumerate(pair):
+            if label not in labels:
+                raise problem(("figure", "interpolation", i), f"not one of the claim's labels: "
+                              f"{', '.join(map(repr, labels))}", label, label=label)
+        if self.model.family != "mlp":
+            raise problem(("figure", "interpolation"), f"interpolates mlp classifiers only; the claim's model is "
+                          f"{self.model.family!r}", pair)
+        for profile in ("quick", "paper"):
+            settings = getattr(self.profiles, profile)
+            if settings is not None and not settings.keep_params:
+                raise problem(("profiles", profile, "keep_params"), "the figure's interpolation needs the runs' final "
+                              "parameters: set keep_params: true", settings.keep_params)
 
     def _check_paper_side(self) -> None:
         """The paper's own numbers pass the claim's rule (see the module's docstring): a threshold or

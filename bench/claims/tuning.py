@@ -70,7 +70,8 @@ def _value(base: RunSpec, name: str, offset: float) -> float:
 
 def tuning_spec(base: RunSpec, point: dict[str, float]) -> RunSpec:
     """The base configuration with `point`, one tuning seed, scored on a carved validation split at
-    the end of training only (the learning curve of a tuning run is not needed)."""
+    the end of training only (the learning curve of a tuning run is not needed), keeping no
+    parameters (keep_params is for the evaluation run's analyses)."""
     if max(base.seeds) >= TUNING_SEED:
         raise ConfigError(f"evaluation seeds must be < {TUNING_SEED} (the tuning seed); got {list(base.seeds)}")
     n_train = min(base.train_subset or math.inf, _train_size(base))  # a subset larger than the data is all of it
@@ -79,7 +80,7 @@ def tuning_spec(base: RunSpec, point: dict[str, float]) -> RunSpec:
     batch = min(base.batch_size, n_train - carve)
     return replace(base, hparams={**base.hparams, **point}, seeds=(TUNING_SEED,), carve_valid=carve, batch_size=batch,
                    eval_every=base.epochs, eval_splits=("valid",), final_eval_splits=("valid",),
-                   final_eval_k=base.eval_k)
+                   final_eval_k=base.eval_k, keep_params=False)
 
 
 def _train_size(base: RunSpec) -> int:

@@ -4,11 +4,14 @@ atomic write every file goes through.
 Under the project root (``root``), for a profile P::
 
     results/P/runs/<run-id>/curve.parquet, run.json   one run (run.json written last)
+    results/P/runs/<run-id>/final_params.pt           its final parameters (runs with keep_params only)
     results/P/logs/<run-id>.log                       its progress bar and stderr
     results/P/checkpoints/<run-id>.seeds-<s>.pt       an unfinished run's checkpoint (removed when it ends)
     results/P/claims/<claim>.json                     a claim's verdict and numbers
     results/P/tables/<claim>.csv                      its per-method table
     figures/P/<claim>.png                             its figure
+    results/P/tables/<claim>--interpolation.csv       Keskar's 1-D interpolation of a claim's two runs
+    figures/P/<claim>--interpolation.png              and its figure
     results/P/summary.parquet                         every finished run's curve rows
     results/P/tuning/<base-run-id>.json              a label's equal-budget tuning (bench.claims.tuning)
     results/P/tuning/<claim>--<label>.csv             a tuning table; its runs in tuning/runs/
@@ -53,6 +56,13 @@ def claim_paths(root: Path, profile: str, claim_id: str) -> dict[str, Path]:
         "table": root / "results" / profile / "tables" / f"{claim_id}.csv",
         "figure": root / "figures" / profile / f"{claim_id}.png",
     }
+
+
+def interpolation_paths(root: Path, profile: str, claim_id: str) -> dict[str, Path]:
+    """The table and figure of a claim's 1-D interpolation between two runs (bench.engine.interpolation)."""
+    root = Path(root)
+    return {"table": root / "results" / profile / "tables" / f"{claim_id}--interpolation.csv",
+            "figure": root / "figures" / profile / f"{claim_id}--interpolation.png"}
 
 
 def summary_path(root: Path, profile: str) -> Path:

@@ -15,7 +15,7 @@ from bench.core.errors import ConfigError, check_keys
 TRANSFORMS = ("none", "dynamic_binarize", "unit_interval")
 TIMINGS = ("lockstep", "per_seed")
 LATER_FIELDS = {"carve_valid": None, "timing": "lockstep", "held_out_classes": (), "downsample": None,
-                "missing_rate": None}  # fields added after the first runs, and their defaults
+                "missing_rate": None, "keep_params": False}  # fields added after the first runs, and their defaults
 
 
 def parse_scalar(text: str) -> Any:
@@ -55,6 +55,7 @@ class RunSpec:
     held_out_classes: tuple[int, ...] = ()  # labels left out of train and valid, kept in test (unseen-class probes)
     downsample: int | None = None  # average-pool images by this factor (a reduced resolution)
     missing_rate: float | None = None  # MCAR: NaN at this fraction of the training entries (one fixed mask)
+    keep_params: bool = False  # write the final parameters beside run.json (bench.engine.results.PARAMS)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))

@@ -5,6 +5,10 @@ Per run, in its folder (bench.core.layout.run_dir):
 * ``curve.parquet``: one tidy long table, one row per (seed, evaluation point, split, metric):
   CURVE_COLUMNS below. ``eval_k`` is the number of importance samples behind an estimate (0 for
   quantities that are not estimates).
+* ``final_params.pt`` (only a run whose spec sets ``keep_params``): the trained model's state at
+  the end of the run, ``{"seeds": [s_0, ...], "state": {name: tensor (R, ...)}}``, replica r being
+  seed s_r (its last parameters; a diverged seed's are those it diverged with), as the model holds
+  them (float32). Written before run.json, so a finished run that asked for it has it.
 * ``run.json``: the resolved spec, status per seed, git commit and dirty flag, hashes of the method
   and bench sources, package versions, device, start/end times. Written last: its presence marks a
   finished run. Both files are written to a temporary name and renamed, so a kill never leaves a
@@ -32,6 +36,9 @@ CURVE_COLUMNS = [
     "run_id", "method", "dataset", "model", "profile", "seed", "step", "epoch", "examples",
     "train_seconds", "split", "metric", "eval_k", "value",
 ]
+PARAMS = "final_params.pt"  # a run's final parameters, beside run.json (runs with keep_params only)
+
+
 class CorruptRun(ClaimbenchError):
     """A run folder whose run.json or curve.parquet cannot be read (a kill mid-copy, a full disk)."""
 
@@ -39,11 +46,14 @@ class CorruptRun(ClaimbenchError):
 PACKAGES = ("torch", "numpy", "pandas", "snakemake", "seaborn", "matplotlib", "claimbench")
 
 
-def write_run(out_dir: Path, curve: pd.DataFrame, meta: dict[str, Any]) -> None:
-    """Write curve.parquet then run.json, each atomically."""
+def write_run(out_dir: Path, curve: pd.DataFrame, meta: dict[str, Any],
+              params: dict[str, Any] | None = None) -> None:
+    """Write curve.parquet, the final parameters when given (PARAMS), then run.json, each atomically."""
     out_dir = Path(out_dir)
     curve = curve[CURVE_COLUMNS]
     atomic_write(out_dir / "curve.parquet", lambda p: curve.to_parquet(p, index=False))
+    if params is not None:
+        atomic_write(out_dir / PARAMS, lambda p: torch.save(params, p))
     atomic_write(out_dir / "run.json", lambda p: p.write_text(json.dumps(meta, indent=2, default=str)))
 
 
@@ -58,6 +68,20 @@ def read_run(out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise CorruptRun(f"{out_dir}: the run's record cannot be read ({type(exc).__name__}: {exc}); delete "
                          f"that folder and rerun `snakemake` (it reruns the run)") from exc
     return curve, meta
+
+
+def read_params(out_dir: Path) -> tuple[list[int], dict[str, torch.Tensor]]:
+    """(seeds, state: name -> tensor (R, ...)) of a finished run's final parameters (on the CPU); a
+    run that kept none (its spec does not set keep_params) or whose file cannot be read is a
+    CorruptRun naming the folder and the fix."""
+    path = Path(out_dir) / PARAMS
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        return [int(s) for s in saved["seeds"]], dict(saved["state"])
+    except (OSError, RuntimeError, KeyError, TypeError) as exc:
+        raise CorruptRun(f"{path}: the run's final parameters cannot be read ({type(exc).__name__}: {exc}); only a "
+                         f"run whose spec sets keep_params writes them: set keep_params: true in the claim's profile, "
+                         f"or delete {out_dir} and rerun `snakemake`") from exc
 
 
 def quarantine_corrupt_runs(runs_dir: Path) -> list[Path]:

@@ -114,11 +114,13 @@ class _Trained:
     train_seconds: float
     steps_per_epoch: int
     resumed: bool  # trained in two or more sessions (a checkpoint was resumed)
+    params: dict[str, Tensor] | None  # the model's final state (name -> (R, ...)) when the spec keeps it
 
 
 def run(spec: RunSpec, out_dir: Path, device: str = "auto", threads: int | None = None,
         progress: bool = True, checkpoints: Path | None = None, checkpoint_every: float = 300.0) -> dict[str, Any]:
-    """Train and evaluate one run; write curve.parquet and run.json to out_dir. Returns run.json.
+    """Train and evaluate one run; write curve.parquet (and, when spec.keep_params, the final
+    parameters: bench.engine.results.PARAMS) and run.json to out_dir. Returns run.json.
     `checkpoints`: a folder for this run's checkpoints (written every `checkpoint_every` seconds
     at an epoch boundary, removed once run.json is written), from which a killed run resumes."""
     if threads:
@@ -152,7 +154,11 @@ def run(spec: RunSpec, out_dir: Path, device: str = "auto", threads: int | None 
         "started": started,
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
     }
-    results.write_run(Path(out_dir), pd.concat([part.frame for part in parts], ignore_index=True), meta)
+    params = None
+    if spec.keep_params:
+        params = {"seeds": list(spec.seeds),
+                  "state": {name: torch.cat([part.params[name] for part in parts]) for name in parts[0].params}}
+    results.write_run(Path(out_dir), pd.concat([part.frame for part in parts], ignore_index=True), meta, params)
     for path in paths:
         if path is not None:
             path.unlink(missing_ok=True)
@@ -171,7 +177,9 @@ def _group(spec: RunSpec, run_id: str, data: Data, dev: torch.device, checkpoint
     with noise.replica_noise(spec.seeds, dev):
         loop = Loop(spec, run_id, data, dev)
         frame, seeds = loop.run(checkpoint, checkpoint_every, progress, saved)
-    part = _Trained(frame, seeds, loop.clock["train_seconds"], loop.steps_per_epoch, loop.resumed)
+    params = ({name: value.detach().cpu().clone() for name, value in loop.model.state_dict().items()}
+              if spec.keep_params else None)
+    part = _Trained(frame, seeds, loop.clock["train_seconds"], loop.steps_per_epoch, loop.resumed, params)
     if checkpoint is not None and keep:
         atomic_write(checkpoint, lambda p: torch.save({"run_id": run_id, "finished": part}, p))
     return part

@@ -86,3 +86,26 @@ def claim_figure(path: Path, curves: pd.DataFrame, claim_id: str, statement: str
         axes[0].legend(title=None, fontsize=8)
     fig.suptitle(f"{claim_id} [{profile} profile]\n" + "\n".join(textwrap.wrap(statement, 110)), fontsize=10)
     _save(fig, path)
+
+
+def interpolation_figure(path: Path, table: pd.DataFrame, claim_id: str, labels: list[str], profile: str) -> None:
+    """Keskar's parametric plot (bench.engine.interpolation): cross-entropy (log scale) and accuracy
+    (100 (1 - error), percent) against alpha, train and test, the mean over seeds with its 95% t band; labels
+    [at alpha 0, at alpha 1] mark their minimizers."""
+    rows = table.assign(value=lambda t: t.value.where(t.metric == "loss", 100 * (1 - t.value)))
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
+    for ax, (metric, ylabel) in zip(axes, [("loss", "cross-entropy (nats per case)"), ("error", "accuracy (%)")]):
+        sns.lineplot(data=rows[rows.metric == metric], x="alpha", y="value", hue="split", style="split",
+                     palette="colorblind", errorbar=_t_band, marker="o", markersize=4, ax=ax, legend=ax is axes[0])
+        for alpha, label in zip((0.0, 1.0), labels):
+            ax.axvline(alpha, ls=":", lw=1, color="dimgrey")
+            ax.annotate(label, xy=(alpha, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom",
+                        fontsize=8, color="dimgrey")
+        ax.set_xlabel(f"alpha: (1 - alpha) x[{labels[0]}] + alpha x[{labels[1]}]")
+        ax.set_ylabel(ylabel)
+    axes[0].set_yscale("log")  # the loss grows by orders of magnitude away from the two minimizers
+    seeds = table.seed.nunique()
+    fig.suptitle(f"{claim_id} [{profile} profile]: 1-D interpolation between the final parameters, "
+                 f"mean over {seeds} seeds with 95% t band", fontsize=10)
+    _save(fig, path)

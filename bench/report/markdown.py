@@ -28,7 +28,7 @@ import pandas as pd
 from bench.claims import convergence
 from bench.claims.catalog import Claim, load_claims
 from bench.claims.stats import estimate_words
-from bench.core.layout import MAIN_PROFILES, atomic_write, claim_paths, report_path
+from bench.core.layout import MAIN_PROFILES, atomic_write, claim_paths, interpolation_paths, report_path
 from bench.report import figures
 from bench.workloads import health
 
@@ -155,6 +155,11 @@ def _tuning_markdown(outcome: dict[str, Any]) -> str:
     return pd.DataFrame(rows).to_markdown(index=False)
 
 
+def _existing(path: Path, root: Path) -> str | None:
+    """path relative to root when the file exists (a figure the report links), else None."""
+    return Path(path).relative_to(root).as_posix() if Path(path).exists() else None
+
+
 def _claim_entries(root: Path, shown: tuple[str, ...], claims: dict[str, Claim]) -> list[dict[str, Any]]:
     """What the templates show of each claim: its spec's words and, per profile, its outcome (or None)."""
     entries = []
@@ -180,10 +185,13 @@ def _claim_entries(root: Path, shown: tuple[str, ...], claims: dict[str, Claim])
                 "tuning_table": _tuning_markdown(o) if o and o.get("tuning") else "",
                 "models_differ": len({json.dumps(m, sort_keys=True) for m in models.values()}) > 1,
                 "figure_exists": (Path(root) / "figures" / p / f"{claim.id}.png").exists(),
+                "interpolation_figure": _existing(interpolation_paths(root, p, claim.id)["figure"], root),
+                "interpolation_table": _existing(interpolation_paths(root, p, claim.id)["table"], root),
             })
         entries.append({"id": claim.id, "statement": claim.spec["statement"], "paper": claim.spec.get("paper", ""),
                         "paper_numbers": paper_numbers(claim), "rule": claim.spec["verdict"],
-                        "notes": (claim.spec.get("notes") or "").strip(), "profiles": profiles})
+                        "notes": (claim.spec.get("notes") or "").strip(), "interpolation": claim.interpolation,
+                        "profiles": profiles})
     return entries
 
 
