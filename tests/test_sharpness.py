@@ -8,12 +8,11 @@ The 1-D interpolation is checked on the quadratic."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.estimators.sharpness import box, interpolation, sharpness
+from bench.estimators.sharpness import box, sharpness
 from bench.models.mlp import MLP
 from bench.workloads import workload_for
 from bench.workloads.mlp import SHARPNESS_EPS, replica_loss
@@ -69,18 +68,6 @@ def test_maxiter_zero_and_bad_inputs():
         sharpness(quadratic, X.float(), 1e-3)
     with pytest.raises(ValueError, match="eps"):
         sharpness(quadratic, X, 0.0)
-
-
-def test_interpolation_on_the_quadratic():
-    a, b = X, -0.5 * X + 1.0
-    alphas = np.linspace(-1, 2, 25)
-    expected = torch.tensor([float(quadratic((1 - t) * a + t * b)) for t in alphas], dtype=torch.float64)
-    got = interpolation(quadratic, a, b, alphas)
-    torch.testing.assert_close(got, expected, rtol=1e-14, atol=0)
-    assert got[8] == pytest.approx(float(quadratic(a)))  # alpha = 0
-    assert got[16] == pytest.approx(float(quadratic(b)))  # alpha = 1
-    with pytest.raises(ValueError, match="one shape"):
-        interpolation(quadratic, a, b[:3], alphas)
 
 
 def _classifier() -> tuple[MLP, torch.Tensor, torch.Tensor]:

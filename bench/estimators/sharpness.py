@@ -1,7 +1,7 @@
-"""Keskar et al.'s sharpness of a minimizer and the 1-D interpolation between two minimizers
-(Keskar, Mudigere, Nocedal, Smelyanskiy & Tang, "On Large-Batch Training for Deep Learning:
-Generalization Gap and Sharp Minima", ICLR 2017, arXiv 1609.04836, Sec. 2.2.2, eq. 3 and 4, and
-the parametric plot of Sec. 2.2.1, Figure 3).
+"""Keskar et al.'s sharpness of a minimizer (Keskar, Mudigere, Nocedal, Smelyanskiy & Tang, "On
+Large-Batch Training for Deep Learning: Generalization Gap and Sharp Minima", ICLR 2017, arXiv
+1609.04836, Sec. 2.2.2, eq. 3 and 4). Their 1-D parametric plot between two minimizers (Sec. 2.2.1,
+Figure 3) is bench/engine/interpolation.py.
 
 Sharpness of f at x (A = I, the full space), in percent of 1 + f(x):
 
@@ -17,7 +17,7 @@ The paper's random-subspace variant (A of n x p, p = 100) is not implemented.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,13 +71,3 @@ def sharpness(loss: Loss, x: Tensor, eps: float, maxiter: int = MAXITER) -> Shar
     y = torch.from_numpy(result.x).to(x.device)
     f_max = float(loss(x + y))
     return Sharpness(100.0 * (f_max - f_x) / (1.0 + f_x), f_x, f_max, y)
-
-
-def interpolation(loss: Loss, x_a: Tensor, x_b: Tensor, alphas: Sequence[float]) -> Tensor:
-    """Keskar's 1-D parametric plot: f((1 - alpha) x_a + alpha x_b) for each alpha (x_a at 0, x_b
-    at 1; the paper's grid is 25 points of [-1, 2], x_a the small-batch and x_b the large-batch
-    minimizer): (len(alphas),) float64. x_a and x_b are flat float64 vectors of one shape."""
-    if x_a.shape != x_b.shape or x_a.dim() != 1:
-        raise ValueError(f"x_a and x_b must be flat vectors of one shape; got {tuple(x_a.shape)}, {tuple(x_b.shape)}")
-    with torch.no_grad():
-        return torch.tensor([float(loss((1 - a) * x_a + a * x_b)) for a in alphas], dtype=torch.float64)
