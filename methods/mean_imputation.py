@@ -1,5 +1,7 @@
 """Mean imputation, then maximum likelihood on the completed data: the ``mean_baseline`` of Simkus,
-Rhodes & Gutmann 2023 (JMLR 24, Sec. 6; their experiment configs), for factor analysis.
+Rhodes & Gutmann 2023 (JMLR 24, Sec. 6; their experiment configs), for factor analysis and
+normalising flows (the update reads only the model's complete-data ``log_prob`` and its
+``observed_mean``).
 
 Each missing value (NaN) of the training set is replaced once by the mean of that value's observed
 training entries; the factor analyser is then fit by Adam (rate lr) on the mean complete-data
@@ -18,14 +20,15 @@ import torch
 from torch import Tensor
 
 from bench.models.factor_analysis import FactorAnalysis
+from bench.models.flow import Flow
 from bench.workloads.method import Method, register
 
 
-@register("mean_imputation", family="factor_analysis", defaults={"lr": 0.01}, tunable=("lr",))
+@register("mean_imputation", family=("factor_analysis", "flow"), defaults={"lr": 0.01}, tunable=("lr",))
 class MeanImputation(Method):
-    model: FactorAnalysis
+    model: FactorAnalysis | Flow
 
-    def __init__(self, model: FactorAnalysis, **hparams):
+    def __init__(self, model: FactorAnalysis | Flow, **hparams):
         super().__init__(model, **hparams)
         self.opt = torch.optim.Adam(model.parameters(), lr=self.lr)
 

@@ -1,7 +1,9 @@
-"""Variational Gibbs inference (VGI) for factor analysis with missing data (Simkus, Rhodes & Gutmann
-2023, "Variational Gibbs inference for statistical model estimation from incomplete data", JMLR 24;
-the settings of their code, github.com/vsimkus/variational-gibbs-inference, as the research notes
-read them).
+"""Variational Gibbs inference (VGI) for factor analysis and normalising flows with missing data
+(Simkus, Rhodes & Gutmann 2023, "Variational Gibbs inference for statistical model estimation from
+incomplete data", JMLR 24, Sec. 3; the settings of their code,
+github.com/vsimkus/variational-gibbs-inference, as the research notes read them). The update reads
+only the model's log-density of complete data (``log_prob``) and its observed training moments, so
+one class trains both families (``factor_analysis``, ``flow``); the name is the first slice's.
 
 VGI fits a density model p_theta(x) to incomplete data by keeping `copies` imputed copies x~ of each
 training example (observed values fixed, missing ones imputed) and a variational model of the
@@ -10,7 +12,8 @@ univariate conditionals q_phi(x_j | x_-j) of every value. Per step:
 1. *Gibbs-style imputation* (`gibbs`): `gibbs_steps` times, in every copy, one missing value j,
    drawn uniformly among the example's missing values, is resampled, x~_j ~ q_phi(x_j | x~_-j).
 2. *Density model*: one Adam step (rate lr) on the mean log p_theta(x~) over the copies, the
-   complete-data log-likelihood of the imputed data (here exact: the factor analyser's Gaussian).
+   complete-data log-likelihood of the imputed data (exact: the factor analyser's Gaussian, the
+   flow's change of variables).
 3. *Variational model*: one AMSGrad step (rate lr_q) on the per-dimension variational bound
    E_{q_phi(x_j | x~_-j)}[log p_theta(x_j, x~_-j) - log q_phi(x_j | x~_-j)], j again drawn
    uniformly among the missing values of each copy, by the reparameterisation x_j = m + s eps with
@@ -53,6 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.models.factor_analysis import FactorAnalysis
+from bench.models.flow import Flow
 from bench.nn import noise
 from bench.nn.linear import ReplicaLinear
 from bench.workloads.method import Method, register
@@ -74,15 +78,15 @@ class GaussianConditionals(nn.Module):
         return out.chunk(2, -1)
 
 
-@register("vgi_fa", family="factor_analysis",
+@register("vgi_fa", family=("factor_analysis", "flow"),
           defaults={"lr": 0.01, "lr_q": 0.01, "copies": 2, "gibbs_steps": 5, "hidden": 32, "delay": 100},
           tunable=("lr",))
 class VGIFactorAnalysis(Method):
-    model: FactorAnalysis
+    model: FactorAnalysis | Flow
 
-    def __init__(self, model: FactorAnalysis, **hparams):
+    def __init__(self, model: FactorAnalysis | Flow, **hparams):
         super().__init__(model, **hparams)
-        ref = model.weight
+        ref = model.observed_mean  # (R, D)
         r, d = ref.shape[:2]
         seeds = (noise.rand((r,), ref) * 2**31).long().tolist()  # each replica's network from its own stream
         self.q = GaussianConditionals(d, self.hidden, [torch.Generator().manual_seed(s) for s in seeds]).to(ref.device)

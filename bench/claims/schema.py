@@ -428,8 +428,8 @@ class ClaimSpec(Strict):
                 methods[label] = cls = get_method(name)
             except ClaimbenchError as exc:
                 raise problem(("methods", label, "method"), str(exc), name) from None
-            if cls.family != family:
-                raise problem(("methods", label, "method"), f"method {cls.name!r} trains {cls.family!r} models, "
+            if family not in cls.families:
+                raise problem(("methods", label, "method"), f"method {cls.name!r} trains {' or '.join(map(repr, cls.families))} models, "
                               f"the claim's model is {family!r}", name)
             _check_model(family, ("methods", label, "model"), entry.model)
             _check_hparams(cls, ("methods", label), entry.model_extra or {})

@@ -31,7 +31,8 @@ class Method:
     """Base class. Subclasses get `name`, `family`, `defaults` and `choices` through @register."""
 
     name: ClassVar[str]
-    family: ClassVar[str]
+    family: ClassVar[str]  # the first of `families`: the family `python -m bench run` builds by default
+    families: ClassVar[tuple[str, ...]]  # every model family it trains (its update reads only what they share)
     defaults: ClassVar[dict[str, Any]]
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {}  # hyper-parameter -> its allowed values
     tunable: ClassVar[tuple[str, ...]] = ("lr",)  # the knobs the equal-budget tuning searches (log-spaced)
@@ -87,9 +88,10 @@ class Method:
         return {"model": self.model.state_dict()}
 
 
-def register(name: str, family: str, defaults: dict[str, Any], choices: dict[str, tuple] | None = None,
+def register(name: str, family: str | tuple[str, ...], defaults: dict[str, Any], choices: dict[str, tuple] | None = None,
              tunable: tuple[str, ...] | None = None):
-    """Class decorator: register a Method under `name` for models of `family`.
+    """Class decorator: register a Method under `name` for models of `family`, or of each family of
+    a tuple (a method whose update reads only what those families share, e.g. a log-density).
 
     `choices` (optional) lists the allowed values of some hyper-parameters, e.g.
     ``{"optimizer": OPTIMIZERS}``; claims are checked against them when they load. A subclass keeps
@@ -111,7 +113,8 @@ def register(name: str, family: str, defaults: dict[str, Any], choices: dict[str
         for key in knobs:
             if not isinstance(defaults.get(key), (int, float)) or isinstance(defaults.get(key), bool):
                 raise ValueError(f"method {name!r}: tunable {key!r} must be a numeric default")
-        cls.name, cls.family, cls.defaults, cls.choices = name, family, dict(defaults), merged
+        families = (family,) if isinstance(family, str) else tuple(family)
+        cls.name, cls.family, cls.families, cls.defaults, cls.choices = name, families[0], families, dict(defaults), merged
         cls.tunable = knobs
         return METHODS.add(name, cls)
 
