@@ -10,8 +10,9 @@ without its imputation chains. The imputed values never change, so the fit is th
 a data set whose missing entries sit at the mean, with the variances and covariances shrunk.
 
 The means are the model's ``observed_mean`` (set from the whole training set by the workload's
-``prepare``), so any batch size imputes the same values; the claims run full batch. Returns
-'ll_imputed', the mean log p(x~) of the completed data before the update, in nats.
+``prepare``), so any batch size imputes the same values, and new data too (`impute`); the claims
+run full batch. Returns 'll_imputed', the mean log p(x~) of the completed data before the update,
+in nats.
 """
 
 from __future__ import annotations
@@ -33,10 +34,13 @@ class MeanImputation(Method):
         self.opt = torch.optim.Adam(model.parameters(), lr=self.lr)
 
     def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
-        x = x.to(torch.float64)
-        completed = torch.where(torch.isfinite(x), x, self.model.observed_mean.unsqueeze(1))
-        ll = self.model.log_prob(completed).mean(1)
+        ll = self.model.log_prob(self.impute(x)).mean(1)
         self.opt.zero_grad(set_to_none=True)
         (-ll.sum()).backward()
         self.opt.step()
         return {"ll_imputed": ll.detach()}
+
+    def impute(self, x: Tensor) -> Tensor:
+        """x (R, N, D) with each missing (NaN) value replaced by its observed training mean."""
+        x = x.to(torch.float64)
+        return torch.where(torch.isfinite(x), x, self.model.observed_mean.unsqueeze(1))
