@@ -1,7 +1,9 @@
-"""Variational Gibbs inference (VGI) for factor analysis with missing data (Simkus, Rhodes & Gutmann
-2023, "Variational Gibbs inference for statistical model estimation from incomplete data", JMLR 24;
-the settings of their code, github.com/vsimkus/variational-gibbs-inference, as the research notes
-read them).
+"""Variational Gibbs inference (VGI) for factor analysis and normalising flows with missing data
+(Simkus, Rhodes & Gutmann 2023, "Variational Gibbs inference for statistical model estimation from
+incomplete data", JMLR 24, Sec. 3; the settings of their code,
+github.com/vsimkus/variational-gibbs-inference, as the research notes read them). The update reads
+only the model's log-density of complete data (``log_prob``) and its observed training moments, so
+one class trains both families (``factor_analysis``, ``flow``); the name is the first slice's.
 
 VGI fits a density model p_theta(x) to incomplete data by keeping `copies` imputed copies x~ of each
 training example (observed values fixed, missing ones imputed) and a variational model of the
@@ -10,7 +12,8 @@ univariate conditionals q_phi(x_j | x_-j) of every value. Per step:
 1. *Gibbs-style imputation* (`gibbs`): `gibbs_steps` times, in every copy, one missing value j,
    drawn uniformly among the example's missing values, is resampled, x~_j ~ q_phi(x_j | x~_-j).
 2. *Density model*: one Adam step (rate lr) on the mean log p_theta(x~) over the copies, the
-   complete-data log-likelihood of the imputed data (here exact: the factor analyser's Gaussian).
+   complete-data log-likelihood of the imputed data (exact: the factor analyser's Gaussian, the
+   flow's change of variables).
 3. *Variational model*: one AMSGrad step (rate lr_q) on the per-dimension variational bound
    E_{q_phi(x_j | x~_-j)}[log p_theta(x_j, x~_-j) - log q_phi(x_j | x~_-j)], j again drawn
    uniformly among the missing values of each copy, by the reparameterisation x_j = m + s eps with
@@ -41,7 +44,8 @@ batch is pre-imputed afresh and its chains run only that step's Gibbs updates: a
 not the paper's. The conditionals' standardisation is the model's observed training mean and
 standard deviation (``observed_mean``, ``observed_sd``). Returns 'll_imputed' (mean log p_theta over
 the copies before the update, nats) and 'vgi_bound' (the variational objective of step 3, nats per
-updated value).
+updated value). Its imputation of new data (`impute`, a workload's imputation error) averages
+chains of the same Gibbs-style updates.
 """
 
 from __future__ import annotations
@@ -53,9 +57,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.models.factor_analysis import FactorAnalysis
+from bench.models.flow import Flow
 from bench.nn import noise
 from bench.nn.linear import ReplicaLinear
 from bench.workloads.method import Method, register
+
+IMPUTE_CHAINS, IMPUTE_BURN_IN, IMPUTE_DRAWS = 4, 100, 200  # `impute`'s chains per example and updates
 
 
 class GaussianConditionals(nn.Module):
@@ -74,15 +81,15 @@ class GaussianConditionals(nn.Module):
         return out.chunk(2, -1)
 
 
-@register("vgi_fa", family="factor_analysis",
+@register("vgi_fa", family=("factor_analysis", "flow"),
           defaults={"lr": 0.01, "lr_q": 0.01, "copies": 2, "gibbs_steps": 5, "hidden": 32, "delay": 100},
           tunable=("lr",))
 class VGIFactorAnalysis(Method):
-    model: FactorAnalysis
+    model: FactorAnalysis | Flow
 
-    def __init__(self, model: FactorAnalysis, **hparams):
+    def __init__(self, model: FactorAnalysis | Flow, **hparams):
         super().__init__(model, **hparams)
-        ref = model.weight
+        ref = model.observed_mean  # (R, D)
         r, d = ref.shape[:2]
         seeds = (noise.rand((r,), ref) * 2**31).long().tolist()  # each replica's network from its own stream
         self.q = GaussianConditionals(d, self.hidden, [torch.Generator().manual_seed(s) for s in seeds]).to(ref.device)
@@ -114,17 +121,42 @@ class VGIFactorAnalysis(Method):
         """One index per row, uniform among its missing values (any when none is missing): (R, M)."""
         return (noise.rand(missing.shape, self.key) + missing).argmax(-1)
 
+    def _update(self, x: Tensor, missing: Tensor) -> None:
+        """One Gibbs-style update of every row of x (R, M, D) in place: one missing value j each
+        (missing (R, M, D)), x_j ~ q(x_j | x_-j); rows with nothing missing stay."""
+        dims = self._random_missing(missing)
+        mean, variance = self.conditional(x, missing, dims)
+        draw = mean + variance.sqrt() * noise.randn(mean.shape, mean)
+        fill = missing.gather(-1, dims.unsqueeze(-1)).squeeze(-1)
+        x.scatter_(-1, dims.unsqueeze(-1), torch.where(fill, draw, x.gather(-1, dims.unsqueeze(-1)).squeeze(-1)).unsqueeze(-1))
+
     @torch.no_grad()
     def gibbs(self, steps: int) -> None:
         """`steps` Gibbs-style updates of every copy: one missing value each, x~_j ~ q(x_j | x~_-j)."""
         x, missing = self._flat()
         for _ in range(steps):
-            dims = self._random_missing(missing)
-            mean, variance = self.conditional(x, missing, dims)
-            draw = mean + variance.sqrt() * noise.randn(mean.shape, mean)
-            fill = missing.gather(-1, dims.unsqueeze(-1)).squeeze(-1)  # rows with nothing missing stay
-            x.scatter_(-1, dims.unsqueeze(-1), torch.where(fill, draw, x.gather(-1, dims.unsqueeze(-1)).squeeze(-1)).unsqueeze(-1))
+            self._update(x, missing)
         self.pool = x.reshape(self.pool.shape)
+
+    @torch.no_grad()
+    def impute(self, x: Tensor) -> Tensor:
+        """The average of Gibbs chains of q on the missing (NaN) values of x (R, N, D): IMPUTE_CHAINS
+        chains per example start at the observed training means, IMPUTE_BURN_IN updates are
+        discarded and the states of the next IMPUTE_DRAWS averaged (a Monte Carlo estimate of the
+        chains' mean of x_m given x_o, the model's E[x_m | x_o] when q is its conditionals; its
+        Monte Carlo error adds to an imputation error measured with it): (R, N, D)."""
+        x = x.to(torch.float64)
+        r, n, d = x.shape
+        nan = torch.isnan(x)
+        start = torch.where(nan, self.model.observed_mean.unsqueeze(1), x)
+        chains = start.unsqueeze(2).expand(-1, -1, IMPUTE_CHAINS, -1).reshape(r, n * IMPUTE_CHAINS, d).clone()
+        missing = nan.unsqueeze(2).expand(-1, -1, IMPUTE_CHAINS, -1).reshape(r, n * IMPUTE_CHAINS, d)
+        total = torch.zeros_like(chains)
+        for t in range(IMPUTE_BURN_IN + IMPUTE_DRAWS):
+            self._update(chains, missing)
+            if t >= IMPUTE_BURN_IN:
+                total += chains
+        return torch.where(nan, (total / IMPUTE_DRAWS).reshape(r, n, IMPUTE_CHAINS, d).mean(2), x)
 
     def _rows(self, x: Tensor) -> Tensor:
         """The rows of x (R, N, D) in a fixed order, whatever order the loop gives them in."""

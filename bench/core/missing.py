@@ -5,6 +5,8 @@ workload hides test entries with one to score imputations."""
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from bench.core.errors import ConfigError
 
@@ -18,3 +20,16 @@ def mcar(shape: tuple[int, int], rate: float, seed: int = MCAR_SEED) -> np.ndarr
     if not 0.0 <= rate < 1.0:
         raise ConfigError(f"missing_rate {rate} is outside [0, 1)")
     return np.random.default_rng(seed).random(shape) < rate
+
+
+def observed_moments(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Each value's mean and variance over its observed entries of x (N, D) (NaN = missing), in
+    float64: (D,), (D,), the variance the biased (1/n) one, clamped at 1e-6. A ValueError when a value
+    is observed fewer than twice."""
+    x = x.to(torch.float64)
+    counts = torch.isfinite(x).sum(0)
+    if int(counts.min()) < 2:
+        raise ValueError(f"value {int(counts.argmin())} is observed in {int(counts.min())} training examples; "
+                         f"at least 2 are needed")
+    mean = x.nanmean(0)
+    return mean, ((x - mean).square().nan_to_num(0.0).sum(0) / counts).clamp_min(1e-6)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from bench.core.missing import observed_moments
 from bench.models import register_family
 from bench.nn import noise
 
@@ -79,13 +80,7 @@ class FactorAnalysis(nn.Module):
         (NaN = missing), W *= sqrt(mean observed variance); the buffers observed_mean and
         observed_sd keep that mean and the variance's square root. A ValueError when a value is observed
         fewer than twice."""
-        x = x_train.to(torch.float64)
-        counts = torch.isfinite(x).sum(0)
-        if int(counts.min()) < 2:
-            raise ValueError(f"value {int(counts.argmin())} is observed in {int(counts.min())} training examples; "
-                             f"factor analysis needs at least 2")
-        mean = x.nanmean(0)
-        variance = ((x - mean).square().nan_to_num(0.0).sum(0) / counts).clamp_min(1e-6)
+        mean, variance = observed_moments(x_train)
         self.mean.copy_(mean.expand_as(self.mean))
         self.log_noise.copy_(variance.log().expand_as(self.log_noise))
         self.observed_mean.copy_(mean.expand_as(self.mean))

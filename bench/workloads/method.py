@@ -77,6 +77,12 @@ class Method:
         parameters. None (the default): the model's own recognition network, model.log_weights."""
         return None
 
+    def impute(self, x: Tensor) -> Tensor | None:
+        """The method's imputation of the missing (NaN) entries of x (R, N, D): x with them filled in
+        (R, N, D), the observed entries kept, for a workload's imputation error on a data set with
+        missing values. None (the default): the method imputes nothing of its own."""
+        return None
+
     @classmethod
     def trained_families(cls) -> tuple[str, ...]:
         """The model families this method trains: its registered `families`, or (family,) for a
