@@ -5,7 +5,7 @@ normalising flows (the update reads only the model's complete-data ``log_prob`` 
 
 Each missing value (NaN) of the training set is replaced once by the mean of that value's observed
 training entries; the factor analyser is then fit by Adam (rate lr) on the mean complete-data
-log-likelihood of the completed data, the same density-model update as VGI (methods/vgi_fa.py)
+log-likelihood of the completed data, the same density-model update as VGI (methods/vgi.py)
 without its imputation chains. The imputed values never change, so the fit is the ML estimate of
 a data set whose missing entries sit at the mean, with the variances and covariances shrunk.
 

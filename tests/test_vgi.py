@@ -1,5 +1,5 @@
 """Factor analysis with missing data and variational Gibbs inference (bench/models/factor_analysis.py,
-bench/workloads/factor_analysis.py, methods/fa_em_missing.py, methods/vgi_fa.py,
+bench/workloads/factor_analysis.py, methods/fa_em_missing.py, methods/vgi.py,
 methods/mean_imputation.py, the MCAR masks of bench/engine/data.py) against independent references
 in float64: scipy's dense Gaussian log-density (complete and marginal over the missing entries),
 scikit-learn's FactorAnalysis (its maximum-likelihood fit of complete data), a numpy EM step
@@ -146,7 +146,7 @@ def test_vgi_conditionals_and_imputations_reach_the_closed_form_gaussian_conditi
     mean, cov = dense(model)
     x = np.random.default_rng(1).multivariate_normal(mean, cov, size=n)
     holed = np.where(mcar(x.shape, 0.5, seed=2), np.nan, x)
-    vgi = get_method("vgi_fa")(model, lr=0.0, lr_q=0.01, copies=4, hidden=16, delay=100)
+    vgi = get_method("vgi")(model, lr=0.0, lr_q=0.01, copies=4, hidden=16, delay=100)
     vgi.prepare(n)
     for t in range(1000):
         if t == 700:  # annealed, as the paper anneals q's step size: a smaller step leaves less noise
@@ -189,7 +189,7 @@ def test_minibatches_impute_the_training_means_and_run_vgi_degraded():
     want = model.log_prob(replicate(completed, 1)).mean(1).detach()
     got = get_method("mean_imputation")(model).step(replicate(half, 1))["ll_imputed"]
     torch.testing.assert_close(got, want)
-    vgi = get_method("vgi_fa")(model_for(holed), delay=0)
+    vgi = get_method("vgi")(model_for(holed), delay=0)
     vgi.prepare(40)
     for _ in range(3):
         out = vgi.step(replicate(half, 1))

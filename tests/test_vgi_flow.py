@@ -1,5 +1,5 @@
 """The normalising-flow slice of variational Gibbs inference (bench/models/flow.py,
-bench/workloads/flow.py, methods/vgi_fa.py and methods/mean_imputation.py on the ``flow`` family)
+bench/workloads/flow.py, methods/vgi.py and methods/mean_imputation.py on the ``flow`` family)
 against independent references in float64: a zuko MAF held as an affine map is a Gaussian, whose
 log-density (torch's MultivariateNormal from the map's matrix), univariate conditionals (from its
 precision matrix) and conditional means E[x_m | x_o] are closed forms; the imputation error of
@@ -18,7 +18,7 @@ from bench.models.flow import Flow
 from bench.workloads import workload_for
 from bench.workloads.flow import observed_log_prob
 from bench.workloads.imputation import IMPUTATION_RATE, IMPUTATION_SEED
-from methods import vgi_fa
+from methods import vgi as vgi_module
 
 
 def affine_flow(d: int, seed: int, centre: list[float], sd: list[float], coupling: float = 1.0) -> Flow:
@@ -93,7 +93,7 @@ def test_vgi_conditionals_reach_the_closed_form_conditionals_of_a_gaussian_flow(
         mean, cov = (t.numpy() for t in gaussian_of(model))
     x = np.random.default_rng(1).multivariate_normal(mean, cov, size=n)
     holed = torch.as_tensor(np.where(mcar(x.shape, 0.5, seed=2), np.nan, x)).unsqueeze(0)
-    vgi = get_method("vgi_fa")(model, lr=0.0, lr_q=0.01, copies=4, hidden=16, delay=50)
+    vgi = get_method("vgi")(model, lr=0.0, lr_q=0.01, copies=4, hidden=16, delay=50)
     vgi.prepare(n)
     for t in range(700):
         if t == 500:  # annealed, as the paper anneals q's step size
@@ -110,7 +110,7 @@ def test_vgi_conditionals_reach_the_closed_form_conditionals_of_a_gaussian_flow(
         assert np.sqrt(np.mean((q_mean[0].numpy() - exact) ** 2)) < 0.15 * sd
         assert np.median(q_var[0].numpy()) == pytest.approx(sd**2, rel=0.2)
     # its imputation of new points (Gibbs chains of q) against the exact E[x_m | x_o]
-    monkeypatch.setattr(vgi_fa, "IMPUTE_DRAWS", 10 * vgi_fa.IMPUTE_DRAWS)
+    monkeypatch.setattr(vgi_module, "IMPUTE_DRAWS", 10 * vgi_module.IMPUTE_DRAWS)
     fresh = np.random.default_rng(4).multivariate_normal(mean, cov, size=200)
     hidden = mcar(fresh.shape, 0.5, seed=5)
     imputed = vgi.impute(torch.as_tensor(np.where(hidden, np.nan, fresh)).unsqueeze(0))[0].numpy()
@@ -142,14 +142,14 @@ def test_masked_values_never_reach_a_loss():
         holed = torch.as_tensor(np.where(mask, np.nan, complete)).unsqueeze(0)
         model = Flow([d, 8], [0], transforms=2)
         model.initialize_from_data(holed[0])
-        method = get_method(name)(model, **({"delay": 1} if name == "vgi_fa" else {}))
+        method = get_method(name)(model, **({"delay": 1} if name == "vgi" else {}))
         method.prepare(n)
         steps = [method.step(holed) for _ in range(3)]
         with torch.no_grad():
             metric = observed_log_prob(model, holed, k=10)
         return steps[-1], [p.detach().clone() for p in model.parameters()], metric
 
-    for name in ("vgi_fa", "mean_imputation"):
+    for name in ("vgi", "mean_imputation"):
         first, same, changed = outputs(x, name), outputs(other, name), outputs(moved, name)
         for key in first[0]:
             torch.testing.assert_close(first[0][key], same[0][key], rtol=0, atol=0)

@@ -3,7 +3,7 @@
 incomplete data", JMLR 24, Sec. 3; the settings of their code,
 github.com/vsimkus/variational-gibbs-inference, as the research notes read them). The update reads
 only the model's log-density of complete data (``log_prob``) and its observed training moments, so
-one class trains both families (``factor_analysis``, ``flow``); the name is the first slice's.
+one class trains both families (``factor_analysis``, ``flow``).
 
 VGI fits a density model p_theta(x) to incomplete data by keeping `copies` imputed copies x~ of each
 training example (observed values fixed, missing ones imputed) and a variational model of the
@@ -81,10 +81,10 @@ class GaussianConditionals(nn.Module):
         return out.chunk(2, -1)
 
 
-@register("vgi_fa", family=("factor_analysis", "flow"),
+@register("vgi", family=("factor_analysis", "flow"),
           defaults={"lr": 0.01, "lr_q": 0.01, "copies": 2, "gibbs_steps": 5, "hidden": 32, "delay": 100},
           tunable=("lr",))
-class VGIFactorAnalysis(Method):
+class VariationalGibbs(Method):
     model: FactorAnalysis | Flow
 
     def __init__(self, model: FactorAnalysis | Flow, **hparams):
