@@ -201,3 +201,47 @@ def test_a_step_beyond_float64_marks_only_that_replica_diverged():
     torch.testing.assert_close(moved[1], torch.diag(torch.exp(torch.tensor([-1.0, 1.0], dtype=torch.float64))))
     assert torch.isnan(exponential_retraction(moved, 0.1, direction)[0]).all()
 
+
+
+def test_full_bbvi_gradient_is_autograd_of_the_score_function_surrogate_in_the_cholesky_factor():
+    """For fixed draws theta_s, BBVI's first step (c = 0) ascends the gradient of mean_s f(theta_s)
+    log q(theta_s) - KL(q || prior) in (mu, the factor: C's strictly lower entries and log-diagonal),
+    q = N(mu, C C^T) by torch.distributions (scale_tril); the method leaves minus that gradient in .grad."""
+    x = correlated_rows(20, seed=2)
+    model = full_model([0], seed=4)
+    with noise.replica_noise([0], "cpu"):
+        theta = model.sample(10)[0]
+    f = model.log_likelihood(theta[None], x[None])[0]
+    step = get_method("bbvi")(model, samples=10)
+    mu = model.mu[0].clone().requires_grad_()
+    factor = step.factor[0].clone().requires_grad_()
+    c = factor.tril(-1) + torch.diag(factor.diagonal().exp())
+    torch.testing.assert_close(c @ c.T, model.covariance()[0])
+    q = MultivariateNormal(mu, scale_tril=c)
+    prior = MultivariateNormal(torch.ones(3, dtype=torch.float64), 2.0 * torch.eye(3, dtype=torch.float64))
+    d_mu, d_factor = torch.autograd.grad((f * q.log_prob(theta)).mean() - kl_divergence(q, prior), [mu, factor])
+    with noise.replica_noise([0], "cpu"):
+        step.step(x[None])
+    torch.testing.assert_close(-model.mu.grad[0], d_mu)
+    torch.testing.assert_close(-step.factor.grad[0], d_factor.tril())
+    c = step.factor[0].tril(-1) + torch.diag(step.factor[0].diagonal().exp())
+    torch.testing.assert_close(model.precision[0], torch.linalg.inv(c @ c.T))
+
+
+def test_full_bbvi_approaches_the_exact_correlated_posterior():
+    """Adam on the Cholesky factor, S = 100, lr 0.01, 3000 steps, iterates of the last 1000
+    averaged, on the correlated rows of the QBVI test: KL(q || posterior) below 0.1 nats, far below
+    the 1.6 nats of the best diagonal q (BBVI's Adam noise floor is wider than QBVI's)."""
+    x = correlated_rows(60, seed=0)
+    seeds = [0, 1, 2]
+    model = build_model(FULL, seeds=seeds)
+    model.fit_posterior(x)
+    mus, precisions = [], []
+    with noise.replica_noise(seeds, "cpu"):
+        step = get_method("bbvi")(model, lr=0.01, samples=100)
+        for t in range(3000):
+            step.step(x.expand(3, -1, -1))
+            if t >= 2000:
+                mus.append(model.mu.clone()), precisions.append(model.precision.clone())
+    model.mu.copy_(torch.stack(mus).mean(0)), model.precision.copy_(torch.stack(precisions).mean(0))
+    assert (model.kl_to_posterior() < 0.1).all(), model.kl_to_posterior()
