@@ -39,9 +39,14 @@ def score_function_gradient(f: Tensor, scores: Tensor, c: Tensor | None = None) 
 
 
 def gaussian_scores(theta: Tensor, mu: Tensor, precision: Tensor) -> tuple[Tensor, Tensor]:
-    """Scores of q = N(mu, diag(1 / precision)) at theta (R, S, P), mu and precision (R, P):
-    (d log q / d mu = precision (theta - mu), d log q / d variance = (precision^2 (theta - mu)^2
-    - precision) / 2), each (R, S, P)."""
+    """Scores of q = N(mu, Sigma) at theta (R, S, P), mu (R, P), Sigma = precision^-1: (d log q / d mu
+    = precision (theta - mu) (R, S, P), d log q / d Sigma = (precision (theta - mu) (theta - mu)^T
+    precision - precision) / 2). A diagonal precision (R, P) gives that score's diagonal, (R, S, P),
+    i.e. d log q / d variance; a full one (R, P, P) the symmetric matrix (R, S, P, P) (Magris et al.
+    2022, and Ranganath et al. 2014 Sec. 2, for the Gaussian log-density's derivatives)."""
     e = theta - mu.unsqueeze(1)
+    if precision.dim() == 3:
+        pe = e @ precision  # precision is symmetric: (precision e)^T
+        return pe, 0.5 * (pe.unsqueeze(-1) * pe.unsqueeze(-2) - precision.unsqueeze(1))
     p = precision.unsqueeze(1)
     return p * e, 0.5 * (p.square() * e.square() - p)

@@ -10,7 +10,8 @@ On the evaluated rows x (N of them):
   'kl_posterior' = KL(q || p(theta | training data)) (exact; on the training split it is
   log p(data) minus the ELBO, times N), and 'mean_error' = max_i |mu_i - m_i|, m the posterior mean.
   For a diagonal q both are minimised at mu = m, variances 1 / Lambda_ii (the mean-field optimum of
-  a Gaussian), where 'mean_error' is 0 and 'kl_posterior' is 0.5 (sum_i log Lambda_ii - log|Lambda|).
+  a Gaussian), where 'mean_error' is 0 and 'kl_posterior' is 0.5 (sum_i log Lambda_ii - log|Lambda|); for a
+  full-covariance q (``covariance: full``) at q = the posterior, where both are 0.
 
 Float rows are read as stored (transform 'unit_interval' divides only uint8 pixels by 255). The
 tuning scores 'elbo' on the validation rows carved from the training set (the ELBO q gives them).
