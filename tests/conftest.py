@@ -59,6 +59,29 @@ def copy_project(dest: Path, names: tuple[str, ...]) -> Path:
     return dest
 
 
+# torchmetrics (and laplace-torch through it) imports torchvision when its distribution is installed;
+# the CPU torch here cannot load the CUDA torchvision that backpack pulls in (../shared/STACK.md,
+# section 5): a reference that needs them runs in a subprocess whose script starts with this, which
+# hides torchvision (neither reference uses it).
+HIDE_TORCHVISION = """
+import importlib.abc, importlib.metadata, json, sys
+import torch
+
+class HideTorchvision(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "torchvision":
+            raise ModuleNotFoundError(name)
+
+version = importlib.metadata.version
+def without_torchvision(name):
+    if name == "torchvision":
+        raise importlib.metadata.PackageNotFoundError(name)
+    return version(name)
+
+sys.meta_path.insert(0, HideTorchvision())
+importlib.metadata.version = without_torchvision
+"""
+
 TOY_CLAIM = {  # the smallest valid claim; tests extend it
     "id": "toy",
     "statement": "a toy claim",

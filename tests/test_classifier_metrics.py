@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from conftest import HIDE_TORCHVISION
 
 from bench.models.mlp import MLP
 from bench.workloads.mlp import MLPWorkload, expected_calibration_error
@@ -49,26 +50,8 @@ def test_the_workload_reports_ece_for_classifiers_only(monkeypatch):
     assert "ece" not in MLPWorkload().metrics(autoencoder, None, PROBS, 1, None)
 
 
-# torchmetrics imports torchvision when its distribution is installed; the CPU torch here cannot load
-# the CUDA torchvision that backpack pulls in (../shared/STACK.md, section 5), so the reference runs in
-# a subprocess that hides torchvision, which the calibration error does not use.
-TORCHMETRICS = """
-import importlib.abc, importlib.metadata, json, sys
-import torch
-
-class HideTorchvision(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] == "torchvision":
-            raise ModuleNotFoundError(name)
-
-version = importlib.metadata.version
-def without_torchvision(name):
-    if name == "torchvision":
-        raise importlib.metadata.PackageNotFoundError(name)
-    return version(name)
-
-sys.meta_path.insert(0, HideTorchvision())
-importlib.metadata.version = without_torchvision
+# the torchmetrics reference runs in a subprocess without torchvision (conftest.HIDE_TORCHVISION)
+TORCHMETRICS = HIDE_TORCHVISION + """
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 probs, labels = torch.load(sys.argv[1])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import classification_data
+from conftest import HIDE_TORCHVISION, classification_data
 
 from bench.core.errors import ConfigError
 from bench.models.mlp import MLP
@@ -123,27 +123,8 @@ def test_needs_a_classifier():
         Laplace(MLP([D, C], [0], activations=[], loss="gaussian"))
 
 
-# laplace-torch imports torchmetrics, which imports torchvision when its distribution is installed;
-# the CPU torch here cannot load the CUDA torchvision that backpack pulls in (../shared/STACK.md,
-# section 5), so the reference runs in a subprocess that hides torchvision (as
-# tests/test_classifier_metrics.py does), which the Laplace approximation does not use.
-LAPLACE_TORCH = """
-import importlib.abc, importlib.metadata, json, sys
-import torch
-
-class HideTorchvision(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] == "torchvision":
-            raise ModuleNotFoundError(name)
-
-version = importlib.metadata.version
-def without_torchvision(name):
-    if name == "torchvision":
-        raise importlib.metadata.PackageNotFoundError(name)
-    return version(name)
-
-sys.meta_path.insert(0, HideTorchvision())
-importlib.metadata.version = without_torchvision
+# laplace-torch imports torchmetrics: the reference runs in a subprocess without torchvision (conftest)
+LAPLACE_TORCH = HIDE_TORCHVISION + """
 from laplace import Laplace
 from torch.utils.data import DataLoader, TensorDataset
 
