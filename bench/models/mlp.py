@@ -29,6 +29,7 @@ from bench.nn.bernoulli import bernoulli_log_prob, sample_bernoulli
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "linear": lambda s: s}
 LOSSES = ("bernoulli", "gaussian", "categorical")
 INITS = ("sparse", "kaiming")
+REFERENCES = (None, "nuts")  # the mlp workload's reference posteriors (bench.workloads.mlp)
 SPARSE_FAN_IN = 15  # Martens (2010) sparse init: 15 non-zero incoming weights per unit
 
 
@@ -49,10 +50,13 @@ def _init_weight(n_in: int, n_out: int, init: str, g: torch.Generator) -> Tensor
 class MLP(nn.Module):
     """An MLP per replica. `activations` names the hidden units, one for all or one per hidden layer
     (sigmoid, tanh, relu, linear); `loss` fixes the output distribution (bernoulli, gaussian,
-    categorical); `bias` adds biases (Benzing's nets have none); `l2` is the weight cost."""
+    categorical); `bias` adds biases (Benzing's nets have none); `l2` is the weight cost;
+    `reference` names the gold-standard posterior the workload measures Bayesian methods'
+    predictives against ('nuts': a one-layer categorical model with biases, softmax regression)."""
 
     def __init__(self, layers: list[int], seeds: list[int], activations: str | list[str] = "sigmoid",
-                 loss: str = "bernoulli", bias: bool = True, init: str = "sparse", l2: float = 0.0):
+                 loss: str = "bernoulli", bias: bool = True, init: str = "sparse", l2: float = 0.0,
+                 reference: str | None = None):
         super().__init__()
         hidden = len(layers) - 2
         acts = [activations] * hidden if isinstance(activations, str) else list(activations)
@@ -62,7 +66,13 @@ class MLP(nn.Module):
             raise ValueError(f"loss {loss!r}; use one of {LOSSES}")
         if init not in INITS:
             raise ValueError(f"init {init!r}; use one of {INITS}")
+        if reference not in REFERENCES:
+            raise ValueError(f"reference {reference!r}; use one of {REFERENCES}")
+        if reference == "nuts" and (len(layers) != 2 or loss != "categorical" or not bias):
+            raise ValueError(f"reference 'nuts' is softmax regression: one layer, loss categorical, biases; "
+                             f"got layers {layers}, loss {loss!r}, bias {bias}")
         self.layers, self.activations, self.loss, self.l2 = list(layers), acts + ["linear"], loss, float(l2)
+        self.reference = reference
         self.init = init
         self.replicas = len(seeds)
         gens = noise.replica_generators(seeds)

@@ -47,7 +47,7 @@ def imputation_rmse(model: FactorAnalysis, x: Tensor, rate: float = IMPUTATION_R
 class FactorAnalysisWorkload(Workload):
     transforms = ("unit_interval", "none")
 
-    def prepare(self, model: FactorAnalysis, x_train: Tensor) -> None:
+    def prepare(self, model: FactorAnalysis, x_train: Tensor, y_train: Tensor | None = None) -> None:
         model.initialize_from_data(x_train)
 
     def exact_metrics(self, model: dict) -> tuple[str, ...]:
