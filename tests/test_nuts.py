@@ -145,3 +145,23 @@ def test_nuts_is_closer_to_itself_than_any_approximation(data_dir, tmp_path, mon
             assert (out["reference_rhat"] == post.rhat).all()
             distances[cls.name] = float(out["kl_to_reference"].min())
     assert between < 0.25 * min(distances.values()), (between, distances)
+
+
+def test_the_reference_travels_in_a_checkpoint(tmp_path, monkeypatch):
+    """The loop's checkpoint pickles model and method whole and a resumed run evaluates the
+    unpickled model: its reference distances must still be there, equal to the uninterrupted ones."""
+    monkeypatch.setattr("bench.workloads.mlp.REFERENCES", tmp_path)
+    monkeypatch.setattr("bench.workloads.mlp.REFERENCE_SETTINGS", nuts.Settings(warmup=20, samples=10, max_tree_depth=3))
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.rand(30, 4, generator=g), torch.randint(3, (30,), generator=g)
+    model = MLP([4, 3], [0], loss="categorical", init="kaiming", reference="nuts")
+    workload = workload_for("mlp")
+    workload.prepare(model, x, y)
+    method = DeepEnsemble(model, members=2)
+    xs, ys = x.unsqueeze(0), y.unsqueeze(0)
+    before = workload.evaluate(model, method, xs, 1, ys)
+    torch.save({"model": model, "method": method}, tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=False)
+    after = workload.evaluate(state["model"], state["method"], xs, 1, ys)
+    for name in ("kl_to_reference", "tv_to_reference", "reference_rhat", "reference_ess"):
+        torch.testing.assert_close(after[name], before[name])

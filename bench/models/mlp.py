@@ -73,6 +73,7 @@ class MLP(nn.Module):
                              f"got layers {layers}, loss {loss!r}, bias {bias}")
         self.layers, self.activations, self.loss, self.l2 = list(layers), acts + ["linear"], loss, float(l2)
         self.reference = reference
+        self.reference_posterior: object | None = None  # the workload's NUTS draws, set by its prepare (bench.workloads.mlp)
         self.init = init
         self.replicas = len(seeds)
         gens = noise.replica_generators(seeds)

@@ -12,7 +12,8 @@ start: the training set is memorised, saturated).
 Reference posterior (a model config with ``reference: nuts``, softmax regression): `prepare` draws
 (or reads, cached under bench.core.layout.REFERENCES, once per training set) the NUTS posterior of
 the model under the prior N(0, REFERENCE_PRIOR_SIGMA^2) on every weight and bias
-(bench.estimators.nuts: its settings, R-hat and ESS), and every evaluation adds how far the method's
+(bench.estimators.nuts: its settings, R-hat and ESS; kept on the model as `reference_posterior`, so
+it travels in the loop's checkpoint), and every evaluation adds how far the method's
 predictive (its `predictive_samplers`, or the network itself for a point estimate) lies from the
 NUTS predictive on the evaluated inputs (bench.workloads.predictive.reference_distances:
 ``kl_to_reference``, ``tv_to_reference``) and the reference's health, ``reference_rhat`` (worst
@@ -29,7 +30,6 @@ examples, in the full parameter space (A = I), for each eps of SHARPNESS_EPS ('s
 from __future__ import annotations
 
 import math
-from weakref import WeakKeyDictionary
 
 import torch
 from torch import Tensor
@@ -73,9 +73,6 @@ def replica_loss(model: MLP, r: int, x: Tensor, y: Tensor | None) -> tuple[Loss,
 class MLPWorkload(Workload):
     tuning_metric = ("loss", False)
 
-    def __init__(self) -> None:
-        self.references: WeakKeyDictionary[MLP, Posterior] = WeakKeyDictionary()
-
     def health_checks(self, model: dict) -> list[Check]:
         checks = [blow_up("batch_objective", higher_is_better=False), pinned_at_zero("batch_objective"),
                   pinned_at_zero("loss")]
@@ -90,13 +87,13 @@ class MLPWorkload(Workload):
             return
         if y_train is None:
             raise ValueError("reference 'nuts' is a classifier's posterior: the run needs labels (labels: true)")
-        self.references[model] = cached_posterior(x_train, y_train, model.layers[-1], REFERENCE_PRIOR_SIGMA, REFERENCES,
+        model.reference_posterior = cached_posterior(x_train, y_train, model.layers[-1], REFERENCE_PRIOR_SIGMA, REFERENCES,
                                                   REFERENCE_SETTINGS)
 
     def reference_metrics(self, model: MLP, method: Method, x: Tensor, k: int) -> dict[str, Tensor]:
         """The distances of the method's predictive on x (R, N, D) to the NUTS reference's, and
         the reference's R-hat and ESS: name -> (R,) float64."""
-        posterior = self.references[model]
+        posterior: Posterior = model.reference_posterior
         samplers = method.predictive_samplers(k) or [model]
         log_p = sample_log_probs(samplers, x)
         logits = softmax_regression_logits(posterior.flat.to(x.device), x[0], model.layers[-1])
@@ -128,7 +125,7 @@ class MLPWorkload(Workload):
         out = {name: value / n for name, value in total.items()}
         if model.loss == "categorical":
             out["ece"] = expected_calibration_error(torch.cat(confidence, 1), torch.cat(correct, 1))
-        if model in self.references:
+        if model.reference_posterior is not None:
             out |= self.reference_metrics(model, method, x, k)
         return out
 
