@@ -44,7 +44,7 @@ from torch.func import functional_call
 from bench.core.errors import refuse_weight_cost
 from bench.models.mlp import MLP
 from bench.nn import noise
-from bench.workloads.method import Method, register
+from bench.workloads.method import Method, Sampler, register
 from bench.workloads.predictive import bma_metrics
 
 
@@ -91,6 +91,10 @@ class BayesByBackprop(Method):
         weights = {n: m + s * noise.randn(m.shape, m) for n, m, s in zip(self.names, self.mu, self.sigmas())}
         return functional_call(self.model, weights, (x,))
 
+    def predictive_samplers(self, k: int) -> list[Sampler]:
+        """k calls of `sample_logits`, each a fresh draw."""
+        return [self.sample_logits] * k
+
     def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         """One Adam step down F on x (R, B, D) (labels y (R, B)); returns F per replica (R,)."""
         t = self.model.target(x, y)
@@ -107,5 +111,5 @@ class BayesByBackprop(Method):
         training example; only the KL for autoencoders/regression."""
         out = {"kl_per_example": self.kl_per_example()}
         if self.model.loss == "categorical" and y is not None:
-            out |= bma_metrics([self.sample_logits] * k, x, y, self.classes_seen)
+            out |= bma_metrics(self.predictive_samplers(k), x, y, self.classes_seen)
         return out

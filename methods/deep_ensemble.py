@@ -32,7 +32,7 @@ from torch import Tensor
 from bench.core.errors import ConfigError
 from bench.models.mlp import Network
 from bench.nn import noise
-from bench.workloads.method import Method, register
+from bench.workloads.method import Method, Sampler, register
 from bench.workloads.predictive import bma_metrics
 
 SEED_RANGE = 2**31  # member seeds are drawn uniformly from [0, SEED_RANGE)
@@ -59,6 +59,10 @@ class DeepEnsemble(Method):
         self.networks = member_networks(model, self.members)
         self.opt = torch.optim.Adam([p for net in self.networks for p in net.parameters()], lr=self.lr)
 
+    def predictive_samplers(self, k: int) -> list[Sampler]:
+        """The M members (k unused: the ensemble is exact)."""
+        return list(self.networks)
+
     def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         """One Adam step of every member on x (R, B, D) (labels y (R, B)); returns their mean h (R,)."""
         h = torch.stack([net.objective(x, y) for net in self.networks])  # (M, R)
@@ -72,4 +76,4 @@ class DeepEnsemble(Method):
         """The M members' predictive of a classifier (bench.workloads.predictive); none otherwise."""
         if self.model.loss != "categorical" or y is None:
             return {}
-        return bma_metrics(self.networks, x, y, self.classes_seen)
+        return bma_metrics(self.predictive_samplers(k), x, y, self.classes_seen)

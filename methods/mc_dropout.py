@@ -31,7 +31,7 @@ from torch import Tensor
 from bench.core.errors import ConfigError
 from bench.models.mlp import ACTIVATIONS, MLP
 from bench.nn import noise
-from bench.workloads.method import Method, register
+from bench.workloads.method import Method, Sampler, register
 from bench.workloads.predictive import bma_metrics
 
 
@@ -64,6 +64,10 @@ class MCDropout(Method):
         """One stochastic pass on x (R, N, D): (R, N, out)."""
         return dropout_forward(self.model, x, self.p, self.drop_input)
 
+    def predictive_samplers(self, k: int) -> list[Sampler]:
+        """k calls of `sample_logits`, each a fresh draw."""
+        return [self.sample_logits] * k
+
     def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         """One Adam step down h with dropout on x (R, B, D) (labels y (R, B)); returns h (R,)."""
         self.opt.zero_grad(set_to_none=True)
@@ -77,4 +81,4 @@ class MCDropout(Method):
         """The k-pass predictive of a classifier (bench.workloads.predictive); none otherwise."""
         if self.model.loss != "categorical" or y is None:
             return {}
-        return bma_metrics([self.sample_logits] * k, x, y, self.classes_seen)
+        return bma_metrics(self.predictive_samplers(k), x, y, self.classes_seen)

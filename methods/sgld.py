@@ -24,8 +24,8 @@ from torch import Tensor
 
 from bench.models.mlp import MLP
 from bench.nn.langevin import DEFAULTS, LangevinChain
-from bench.workloads.method import Method, register
-from bench.workloads.posterior import posterior_metrics
+from bench.workloads.method import Method, Sampler, register
+from bench.workloads.posterior import chain_samplers, posterior_metrics
 
 
 @register("sgld", family="mlp", defaults=DEFAULTS)
@@ -43,6 +43,10 @@ class SGLD(Method):
         grads = torch.autograd.grad((self.training_examples() * nll + self.chain.prior_energy()).sum(), self.chain.params)
         self.chain.advance(grads)
         return {"batch_objective": nll.detach()}
+
+    def predictive_samplers(self, k: int) -> list[Sampler] | None:
+        """The chain's kept samples (k unused); None during burn-in."""
+        return chain_samplers(self.model, self.chain) or None
 
     def extra_metrics(self, x: Tensor, k: int, y: Tensor | None = None) -> dict[str, Tensor]:
         return posterior_metrics(self.model, self.chain, x, y)

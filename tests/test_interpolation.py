@@ -12,9 +12,7 @@ import torch
 from conftest import load_toy
 
 from bench.claims.catalog import plan_all
-from bench.claims.tuning import read_selection
 from bench.core.errors import ConfigError
-from bench.core.layout import PROJECT_ROOT
 from bench.core.spec import RunSpec
 from bench.engine import results, train
 from bench.engine.interpolation import ALPHAS, interpolate, mix, run_interpolation
@@ -108,19 +106,6 @@ def test_a_run_that_does_not_ask_writes_no_parameters_and_keeps_its_id(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curve.parquet", "run.json"]
     with pytest.raises(results.CorruptRun, match="keep_params"):
         results.read_params(tmp_path)
-
-
-def test_runs_that_keep_no_parameters_keep_their_committed_ids(data_dir):
-    """Every quick run that does not keep its parameters is still named by a committed tuning
-    selection (its base id, and so its tuned run's id, is what it was before keep_params)."""
-    plans = plan_all("quick")
-    bases = [(p.claim.id, label, spec) for p in plans for label, spec in p.runs.items() if not spec.keep_params]
-    assert len(bases) > 100
-    missing = [(c, label) for c, label, spec in bases if read_selection(PROJECT_ROOT / "results", spec) is None]
-    assert not missing
-    for c, label, spec in bases:
-        selection = read_selection(PROJECT_ROOT / "results", spec)
-        assert RunSpec.from_dict(selection["eval_spec"]).run_id == selection["eval_run_id"], (c, label)
 
 
 def test_only_the_interpolated_claims_keep_parameters(data_dir):

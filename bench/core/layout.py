@@ -16,6 +16,7 @@ Under the project root (``root``), for a profile P::
     results/P/tuning/<base-run-id>.json              a label's equal-budget tuning (bench.claims.tuning)
     results/P/tuning/<claim>--<label>.csv             a tuning table; its runs in tuning/runs/
     results/REPORT.md                                 quick and paper side by side
+    results/references/nuts-softmax-<hash>.pt         a NUTS reference posterior (keyed by its data: any profile)
     results/P/REPORT.md                               any other profile (smoke)
 
 Functions taking ``results`` expect the results folder itself (``root / "results"``), as the
@@ -33,6 +34,7 @@ from bench.core.errors import DiskFull
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout: bench/, methods/, results/, data/
 MAIN_PROFILES = ("quick", "paper")  # shown side by side in results/REPORT.md
+REFERENCES = PROJECT_ROOT / "results" / "references"  # reference posteriors, computed once per training set
 
 
 def run_dir(results: Path, profile: str, run_id: str) -> Path:

@@ -116,7 +116,7 @@ class Loop:
         self.eval_sets = eval_sets(spec, data)
         self.model = build_model(spec.model, list(spec.seeds)).to(dev)
         self.workload = workload_for(self.model.family)
-        self.workload.prepare(self.model, self.x_train)
+        self.workload.prepare(self.model, self.x_train, self.y_train)
         self.method = get_method(spec.method)(self.model, **spec.hparams)
         self.method.prepare(self.x_train.shape[0], None if self.y_train is None else self.y_train.unique())
         r = len(spec.seeds)

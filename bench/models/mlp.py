@@ -29,6 +29,7 @@ from bench.nn.bernoulli import bernoulli_log_prob, sample_bernoulli
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "linear": lambda s: s}
 LOSSES = ("bernoulli", "gaussian", "categorical")
 INITS = ("sparse", "kaiming")
+REFERENCES = (None, "nuts")  # the mlp workload's reference posteriors (bench.workloads.mlp)
 SPARSE_FAN_IN = 15  # Martens (2010) sparse init: 15 non-zero incoming weights per unit
 
 
@@ -55,6 +56,8 @@ class Network(nn.Module):
     loss: str
     l2: float
     replicas: int
+    reference: str | None = None  # a reference posterior the workload measures predictives against (MLP only)
+    reference_posterior: object | None = None  # its draws, set by the workload's prepare
 
     def like(self, seeds: list[int]) -> Network:
         """A new network of this one's configuration, one replica per seed, freshly initialised
@@ -115,10 +118,13 @@ class Network(nn.Module):
 class MLP(Network):
     """An MLP per replica. `activations` names the hidden units, one for all or one per hidden layer
     (sigmoid, tanh, relu, linear); `loss` fixes the output distribution (bernoulli, gaussian,
-    categorical); `bias` adds biases (Benzing's nets have none); `l2` is the weight cost."""
+    categorical); `bias` adds biases (Benzing's nets have none); `l2` is the weight cost;
+    `reference` names the gold-standard posterior the workload measures Bayesian methods'
+    predictives against ('nuts': a one-layer categorical model with biases, softmax regression)."""
 
     def __init__(self, layers: list[int], seeds: list[int], activations: str | list[str] = "sigmoid",
-                 loss: str = "bernoulli", bias: bool = True, init: str = "sparse", l2: float = 0.0):
+                 loss: str = "bernoulli", bias: bool = True, init: str = "sparse", l2: float = 0.0,
+                 reference: str | None = None):
         super().__init__()
         hidden = len(layers) - 2
         acts = [activations] * hidden if isinstance(activations, str) else list(activations)
@@ -128,7 +134,14 @@ class MLP(Network):
             raise ValueError(f"loss {loss!r}; use one of {LOSSES}")
         if init not in INITS:
             raise ValueError(f"init {init!r}; use one of {INITS}")
+        if reference not in REFERENCES:
+            raise ValueError(f"reference {reference!r}; use one of {REFERENCES}")
+        if reference == "nuts" and (len(layers) != 2 or loss != "categorical" or not bias):
+            raise ValueError(f"reference 'nuts' is softmax regression: one layer, loss categorical, biases; "
+                             f"got layers {layers}, loss {loss!r}, bias {bias}")
         self.layers, self.activations, self.loss, self.l2 = list(layers), acts + ["linear"], loss, float(l2)
+        self.reference = reference
+        self.reference_posterior: object | None = None  # the workload's NUTS draws, set by its prepare (bench.workloads.mlp)
         self.init = init
         self.replicas = len(seeds)
         gens = noise.replica_generators(seeds)
@@ -142,7 +155,7 @@ class MLP(Network):
 
     def like(self, seeds: list[int]) -> MLP:
         return MLP(self.layers, seeds, activations=self.activations[:-1], loss=self.loss, bias=self.has_bias,
-                   init=self.init, l2=self.l2).to(self.weights[0])
+                   init=self.init, l2=self.l2, reference=self.reference).to(self.weights[0])
 
     @property
     def has_bias(self) -> bool:

@@ -36,8 +36,9 @@ class Workload:
             raise ConfigError(f"model family {self.family!r} cannot read data with transform {transform!r}; "
                               f"use one of {self.transforms}")
 
-    def prepare(self, model: nn.Module, x_train: Tensor) -> None:
-        """Data-dependent initialisation before the first step (none by default)."""
+    def prepare(self, model: nn.Module, x_train: Tensor, y_train: Tensor | None = None) -> None:
+        """Data-dependent initialisation before the first step, from the training split x_train
+        (N, D) and its labels y_train (N,) or None (none by default)."""
 
     def exact_metrics(self, model: dict) -> tuple[str, ...]:
         """The standard metrics this family computes exactly (no sampling, so no K) for the run's

@@ -34,7 +34,7 @@ from bench.workloads.monotone import em_checks
 class FactorAnalysisWorkload(Workload):
     transforms = ("unit_interval", "none")
 
-    def prepare(self, model: FactorAnalysis, x_train: Tensor) -> None:
+    def prepare(self, model: FactorAnalysis, x_train: Tensor, y_train: Tensor | None = None) -> None:
         model.initialize_from_data(x_train)
 
     def exact_metrics(self, model: dict) -> tuple[str, ...]:

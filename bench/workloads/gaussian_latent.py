@@ -46,7 +46,7 @@ class GaussianLatentWorkload(Workload):
                               f"the data: {self.family} model {model}; use transform 'dynamic_binarize' (binarized "
                               f"images) or likelihood 'gaussian'")
 
-    def prepare(self, model: GaussianLatentModel, x_train: Tensor) -> None:
+    def prepare(self, model: GaussianLatentModel, x_train: Tensor, y_train: Tensor | None = None) -> None:
         model.initialize_from_data(x_train)
 
     @torch.no_grad()

@@ -32,7 +32,7 @@ from bench.workloads.monotone import em_checks
 class GaussianMixtureWorkload(Workload):
     transforms = ("unit_interval",)
 
-    def prepare(self, model: GaussianMixture, x_train: Tensor) -> None:
+    def prepare(self, model: GaussianMixture, x_train: Tensor, y_train: Tensor | None = None) -> None:
         model.fit_projection(x_train)
         model.init_from_data(x_train)
 

@@ -118,5 +118,16 @@ def flat_curve(metric: str, split: str) -> Check:
     return check
 
 
+def exceeds(metric: str, limit: float, name: str, split: str = "test") -> Check:
+    """Degenerate when a seed's last value of `metric` reaches `limit` (a reference the run is
+    measured against failed its own convergence check, e.g. an R-hat of 1.05 or more)."""
+
+    def check(rows: pd.DataFrame) -> list[Finding]:
+        return [Finding(name, "degenerate", metric, seed, f"{split} {metric} is {s.iloc[-1]:.4g}, at or above {limit:g}")
+                for seed, s in _series(rows, split, metric).items() if len(s) and s.iloc[-1] >= limit]
+
+    return check
+
+
 def run_checks(checks: list[Check], rows: pd.DataFrame) -> list[Finding]:
     return [finding for check in checks for finding in check(rows)]

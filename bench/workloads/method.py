@@ -15,7 +15,7 @@ latent-variable model that trains no recognition network, supply the importance-
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -25,6 +25,7 @@ from bench.core.registry import Registry
 
 METHODS: Registry[type["Method"]] = Registry("method", packages=("methods",))
 LogWeightFn = Callable[[Tensor, int], Tensor]  # (x (R, B, D'), k) -> log-weights (R, k, B)
+Sampler = Callable[[Tensor], Tensor]  # inputs (R, N, D) -> one posterior sample's outputs (R, N, out)
 
 
 class Method:
@@ -70,6 +71,13 @@ class Method:
         """Metrics this method adds to its workload's on x (R, N, D) with k samples: name -> (R,).
         None by default; names must not clash with the workload's."""
         return {}
+
+    def predictive_samplers(self, k: int) -> Sequence[Sampler] | None:
+        """The S samplers of this method's posterior predictive with k samples (bench.workloads.
+        predictive: k weight draws or dropout passes, the M ensemble members, a chain's kept
+        samples), for a workload that measures the predictive against a reference posterior. None
+        (the default, or before a sampler has kept a sample): the point estimate, the model itself."""
+        return None
 
     def proposal(self, x: Tensor) -> list[tuple[Tensor, LogWeightFn]] | None:
         """The importance-sampling proposal of a latent-variable workload's 'll' on x (R, N, D):

@@ -9,6 +9,17 @@ error of the top label (`expected_calibration_error`: 15 equal-width bins, l1). 
 objective that blows up beyond 10x its start, or a training loss pinned near 0 (under 0.1% of its
 start: the training set is memorised, saturated).
 
+Reference posterior (a model config with ``reference: nuts``, softmax regression): `prepare` draws
+(or reads, cached under bench.core.layout.REFERENCES, once per training set) the NUTS posterior of
+the model under the prior N(0, REFERENCE_PRIOR_SIGMA^2) on every weight and bias
+(bench.estimators.nuts: its settings, R-hat and ESS; kept on the model as `reference_posterior`, so
+it travels in the loop's checkpoint), and every evaluation adds how far the method's
+predictive (its `predictive_samplers`, or the network itself for a point estimate) lies from the
+NUTS predictive on the evaluated inputs (bench.workloads.predictive.reference_distances:
+``kl_to_reference``, ``tv_to_reference``) and the reference's health, ``reference_rhat`` (worst
+split R-hat) and ``reference_ess`` (worst bulk ESS); a reference whose R-hat reaches RHAT_LIMIT
+makes the run degenerate.
+
 Final analyses (`final_metrics`), once at the end of a run whose `final_eval_splits` name 'train':
 Keskar et al.'s sharpness (ICLR 2017, eq. 4; bench.estimators.sharpness) of the training loss
 f = mean -log p(t | x) (no weight cost) over the first SHARPNESS_EXAMPLES evaluated training
@@ -18,38 +29,27 @@ examples, in the full parameter space (A = I), for each eps of SHARPNESS_EPS ('s
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torch.func import functional_call
 
+from bench.core.layout import REFERENCES
+from bench.estimators.nuts import RHAT_LIMIT, Posterior, Settings, cached_posterior, softmax_regression_logits
 from bench.estimators.sharpness import Loss, sharpness
 from bench.models.mlp import Network
 from bench.workloads import Workload, register_workload
-from bench.workloads.health import Check, blow_up, pinned_at_zero
+from bench.workloads.calibration import expected_calibration_error
+from bench.workloads.health import Check, blow_up, exceeds, pinned_at_zero
 from bench.workloads.method import Method
+from bench.workloads.predictive import reference_distances, sample_log_probs
 
 EVAL_CHUNK = 2000
-ECE_BINS = 15  # Guo et al. (2017) and torchmetrics' default
 SHARPNESS_EPS = {"sharpness_1e-3": 1e-3, "sharpness_5e-4": 5e-4}  # Keskar et al.'s two box sizes
 SHARPNESS_EXAMPLES = 1000  # the fixed subset of training examples the sharpness is measured on
-
-
-def expected_calibration_error(confidence: Tensor, correct: Tensor, bins: int = ECE_BINS) -> Tensor:
-    """Top-label expected calibration error per replica (Naeini et al. 2015; Guo et al. 2017, "On
-    Calibration of Modern Neural Networks", eq. 3): confidence (R, N), the predicted class's
-    probability, and correct (R, N), 1 where that class is the label, -> (R,) in [0, 1]:
-
-        ECE = sum_b |B_b| / N |acc(B_b) - conf(B_b)| = sum_b |sum_{i in B_b} (correct_i - confidence_i)| / N
-
-    over `bins` equal-width bins of [0, 1], bin b = [b / bins, (b + 1) / bins) (a confidence of
-    exactly 1 in a bin of its own), the binning of torchmetrics' multiclass_calibration_error with
-    norm 'l1', which tests/test_classifier_metrics.py checks this against (torchmetrics itself
-    cannot be imported beside the CPU torch here: it imports torchvision, whose CUDA build fails)."""
-    edges = torch.linspace(0, 1, bins + 1, dtype=confidence.dtype, device=confidence.device)
-    index = torch.bucketize(confidence, edges, right=True) - 1
-    gap = torch.zeros(confidence.shape[0], bins + 1, dtype=confidence.dtype, device=confidence.device)
-    gap.scatter_add_(1, index, correct.to(confidence.dtype) - confidence)
-    return gap.abs().sum(1) / confidence.shape[1]
+REFERENCE_PRIOR_SIGMA = 1.0  # the NUTS reference's prior N(0, 1): Bayes by backprop's default prior
+REFERENCE_SETTINGS = Settings()  # 2 chains of 300 warm-up and 300 kept iterations, tree depth <= 6
 
 
 def replica_loss(model: Network, r: int, x: Tensor, y: Tensor | None) -> tuple[Loss, Tensor]:
@@ -74,8 +74,34 @@ class MLPWorkload(Workload):
     tuning_metric = ("loss", False)
 
     def health_checks(self, model: dict) -> list[Check]:
-        return [blow_up("batch_objective", higher_is_better=False), pinned_at_zero("batch_objective"),
-                pinned_at_zero("loss")]
+        checks = [blow_up("batch_objective", higher_is_better=False), pinned_at_zero("batch_objective"),
+                  pinned_at_zero("loss")]
+        if model.get("reference"):
+            checks.append(exceeds("reference_rhat", RHAT_LIMIT, "NUTS reference not converged"))
+        return checks
+
+    def prepare(self, model: MLP, x_train: Tensor, y_train: Tensor | None = None) -> None:
+        """The model's NUTS reference posterior (module docstring) when its config asks for one.
+        Raises ValueError without labels."""
+        if model.reference is None:
+            return
+        if y_train is None:
+            raise ValueError("reference 'nuts' is a classifier's posterior: the run needs labels (labels: true)")
+        model.reference_posterior = cached_posterior(x_train, y_train, model.layers[-1], REFERENCE_PRIOR_SIGMA, REFERENCES,
+                                                  REFERENCE_SETTINGS)
+
+    def reference_metrics(self, model: MLP, method: Method, x: Tensor, k: int) -> dict[str, Tensor]:
+        """The distances of the method's predictive on x (R, N, D) to the NUTS reference's, and
+        the reference's R-hat and ESS: name -> (R,) float64."""
+        posterior: Posterior = model.reference_posterior
+        samplers = method.predictive_samplers(k) or [model]
+        log_p = sample_log_probs(samplers, x)
+        logits = softmax_regression_logits(posterior.flat.to(x.device), x[0], model.layers[-1])
+        log_ref = torch.logsumexp(torch.log_softmax(logits, -1), 0) - math.log(logits.shape[0])
+        health = {"reference_rhat": posterior.rhat, "reference_ess": posterior.ess}
+        return reference_distances(log_p, log_ref) | {
+            name: torch.full((model.replicas,), value, dtype=torch.float64, device=x.device)
+            for name, value in health.items()}
 
     @torch.no_grad()
     def metrics(self, model: Network, method: Method, x: Tensor, k: int, y: Tensor | None) -> dict[str, Tensor]:
@@ -99,6 +125,8 @@ class MLPWorkload(Workload):
         out = {name: value / n for name, value in total.items()}
         if model.loss == "categorical":
             out["ece"] = expected_calibration_error(torch.cat(confidence, 1), torch.cat(correct, 1))
+        if model.reference_posterior is not None:
+            out |= self.reference_metrics(model, method, x, k)
         return out
 
     def final_metrics(self, model: Network, x: Tensor, y: Tensor | None, split: str) -> dict[str, Tensor]:

@@ -33,7 +33,8 @@ from torch.func import functional_call
 from bench.estimators.mixing import integrated_autocorrelation_time
 from bench.models.mlp import MLP
 from bench.nn.langevin import LangevinChain
-from bench.workloads.mlp import expected_calibration_error
+from bench.workloads.calibration import expected_calibration_error
+from bench.workloads.method import Sampler
 from bench.workloads.predictive import predictive_metrics, sample_log_probs
 
 ECE_BINS = 10  # the structured SG-MCMC authors' evaluation script
@@ -63,9 +64,14 @@ def chain_metrics(log_probs: Tensor, y: Tensor, thinning: int) -> dict[str, Tens
 def posterior_metrics(model: MLP, chain: LangevinChain, x: Tensor, y: Tensor | None) -> dict[str, Tensor]:
     """`chain_metrics` of the chain's posterior samples of the classifier `model` on x (R, N, D)
     with labels y (R, N): name -> (R,); none for other models or before the first posterior sample."""
-    samples = chain.posterior_samples()
-    if model.loss != "categorical" or y is None or not samples:
+    samplers = chain_samplers(model, chain)
+    if model.loss != "categorical" or y is None or not samplers:
         return {}
-    names = [name for name, _ in model.named_parameters()]
-    samplers = [partial(functional_call, model, dict(zip(names, sample))) for sample in samples]
     return chain_metrics(sample_log_probs(samplers, x), y, chain.thinning)
+
+
+def chain_samplers(model: MLP, chain: LangevinChain) -> list[Sampler]:
+    """The network under each of the chain's kept posterior samples, oldest first (none during
+    burn-in): x (R, N, D) -> outputs (R, N, out)."""
+    names = [name for name, _ in model.named_parameters()]
+    return [partial(functional_call, model, dict(zip(names, sample))) for sample in chain.posterior_samples()]

@@ -26,16 +26,16 @@ Everything is accumulated in float64.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from bench.workloads.mlp import expected_calibration_error
+from bench.workloads.calibration import expected_calibration_error
+from bench.workloads.method import Sampler
 
 NOISE_EXAMPLES = 1000  # BayesianMnist's white-noise probe: 1000 U(0, 1) images
 NOISE_SEED = 20200714  # fixes the probe; not a replica's seed (the probe is data, the same for all)
-Sampler = Callable[[Tensor], Tensor]  # inputs (R, N, D) -> one posterior sample's logits (R, N, C)
 
 
 def white_noise_inputs(like: Tensor, n: int = NOISE_EXAMPLES) -> Tensor:
@@ -91,3 +91,19 @@ def bma_metrics(samplers: Sequence[Sampler], x: Tensor, y: Tensor, seen: Tensor 
     out |= {"predictive_entropy_noise": total.mean(1), "mutual_information_noise": mi.mean(1)}
     out["mi_gap_noise"] = out["mutual_information_noise"] - out["mutual_information"]
     return out
+
+
+def reference_distances(log_p: Tensor, log_ref: Tensor) -> dict[str, Tensor]:
+    """How far the predictive of S samples, log_p (S, R, N, C) (log p_s(c | x)), lies from a
+    reference predictive log_ref (N, C) (a gold-standard posterior's, bench.estimators.nuts), per
+    replica as means over the N inputs, float64: name -> (R,).
+
+    * ``kl_to_reference``: KL(p_ref || p) = sum_c p_ref(c) (log p_ref(c) - log p(c)), nats (>= 0;
+      large where the approximation is confident and the reference is not);
+    * ``tv_to_reference``: the total variation 1/2 sum_c |p_ref(c) - p(c)|, in [0, 1].
+    """
+    log_mean = torch.logsumexp(log_p.double(), 0) - math.log(log_p.shape[0])  # (R, N, C)
+    ref = log_ref.double().to(log_mean.device).unsqueeze(0)
+    kl = (ref.exp() * (ref - log_mean)).sum(-1).clamp_min(0.0)
+    tv = 0.5 * (ref.exp() - log_mean.exp()).abs().sum(-1)
+    return {"kl_to_reference": kl.mean(1), "tv_to_reference": tv.mean(1)}
