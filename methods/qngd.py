@@ -31,6 +31,7 @@ class QNGD(Method):
     model: QHBM
 
     def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        self.model.advance()  # no optimiser state to reset: a QNGD step reads only psi
         params = self.model.params
         loss = self.model.vqt_loss(params)  # (R,)
         (grad,) = torch.autograd.grad(loss.sum(), params)

@@ -45,6 +45,7 @@ class QPMD(Method):
 
     def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         model = self.model
+        model.advance()  # no optimiser state to reset: the inner Adam starts afresh every outer step
         loss = model.vqt_loss(model.params)  # (R,)
         (grad,) = torch.autograd.grad(loss.sum(), model.params)
         anchor = model.params.detach().clone()

@@ -28,6 +28,8 @@ class VQT(Method):
         self.opt = make_optimizer([model.params], self.optimizer, self.lr)
 
     def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        if self.model.advance():  # a new target: Adam's moments start afresh
+            self.opt = make_optimizer([self.model.params], self.optimizer, self.lr)
         loss = self.model.vqt_loss(self.model.params)  # (R,)
         self.opt.zero_grad(set_to_none=True)
         loss.sum().backward()

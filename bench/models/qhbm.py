@@ -22,6 +22,13 @@ The model: rho(psi) = U(phi) [sum_x p_theta(x) |x><x|] U(phi)^dagger, psi = (the
   on the bonds (0, 1), (2, 3), ... and (1, 2), (3, 4), ... of the open chain (diagonal, so their
   order does not matter).
 
+A sweep over inverse temperatures (model config ``betas``, ``steps_per_beta``, ``warm_start``,
+``target_tolerance``; instead of ``beta``): the target is betas[k] for outer steps k * steps_per_beta
+... (k + 1) * steps_per_beta - 1, each method calling ``advance`` before its step; a warm start keeps psi
+when the target switches, a cold one returns it to the seed's initialisation (Sbahi et al. 2022,
+Sec. 5: learning a sequence of states from the previous solution; google/qhbm-library
+baselines/qhbm config: beta 0.5 to 2.25 in 4 steps).
+
 Parameters: one float64 vector psi per replica, ``params`` (R, P), laid out [theta: n single-bit
 then n(n-1)/2 pair weights (i < j, row-major) | phi: per layer, a and b per qubit (n x 2) then
 c per bond (n - 1)]. Every function of the model takes psi of shape (..., P), so that a method or a
@@ -111,31 +118,83 @@ class QHBM(nn.Module):
     """A QHBM of `qubits` qubits with a KOBE-2 energy and `circuit_layers` ansatz layers, one
     parameter vector per seed, and the target Gibbs state of the TFIM ring with transverse `field`
     at inverse temperature `beta` (the problem the VQT loss, the relative entropy and the fidelity
-    refer to). Raises ValueError for fewer than 2 qubits, no layer or a non-positive beta."""
+    refer to), or at each of `betas` in turn, `steps_per_beta` outer steps each (``advance``).
+    Raises ValueError for fewer than 2 qubits, no layer, a non-positive beta, both or neither of
+    beta and betas, or a sweep of fewer than 2 betas or without steps_per_beta >= 1."""
 
-    def __init__(self, qubits: int, circuit_layers: int, field: float, beta: float, seeds: list[int]):
+    def __init__(self, qubits: int, circuit_layers: int, field: float, seeds: list[int], beta: float | None = None,
+                 betas: list[float] | None = None, steps_per_beta: int | None = None, warm_start: bool = True,
+                 target_tolerance: float = 1e-2):
         super().__init__()
-        if circuit_layers < 1 or beta <= 0:
-            raise ValueError(f"a QHBM needs circuit_layers >= 1 and beta > 0; got {circuit_layers} and {beta}")
-        self.qubits, self.circuit_layers, self.field, self.beta, self.seeds = qubits, circuit_layers, field, beta, list(seeds)
+        sweep = (beta,) if betas is None else tuple(float(b) for b in betas)
+        if (beta is None) == (betas is None) or (betas is not None and (len(sweep) < 2 or steps_per_beta is None
+                                                                         or steps_per_beta < 1)):
+            raise ValueError("a QHBM needs either beta or betas (at least 2, with steps_per_beta >= 1); "
+                             f"got beta {beta}, betas {betas}, steps_per_beta {steps_per_beta}")
+        if circuit_layers < 1 or min(sweep) <= 0:
+            raise ValueError(f"a QHBM needs circuit_layers >= 1 and beta > 0; got {circuit_layers} and {sweep}")
+        self.qubits, self.circuit_layers, self.field, self.seeds = qubits, circuit_layers, field, list(seeds)
+        self.betas, self.steps_per_beta, self.warm_start = sweep, steps_per_beta, warm_start
+        self.target_tolerance = target_tolerance
         n = qubits
-        hamiltonian = tfim_hamiltonian(n, field)
-        energies, vectors = torch.linalg.eigh(hamiltonian)
-        gibbs = torch.softmax(-beta * energies, 0)
-        self.register_buffer("hamiltonian", hamiltonian.to(torch.complex128))
-        self.register_buffer("log_partition", torch.logsumexp(-beta * energies, 0))  # log Z_beta
-        self.register_buffer("gibbs_state", ((vectors * gibbs) @ vectors.T).to(torch.complex128))
-        self.register_buffer("sqrt_gibbs", ((vectors * gibbs.sqrt()) @ vectors.T).to(torch.complex128))
+        self.register_buffer("hamiltonian", tfim_hamiltonian(n, field).to(torch.complex128))
         self.register_buffer("features", kobe_features(n))
         bits = basis_bits(n)
         self.register_buffer("bond_bits", bits[:, :-1] * bits[:, 1:])  # (2^n, n - 1): both ends of bond (q, q+1) are 1
         self.n_energy = self.features.shape[1]
         self.n_layer = 3 * n - 1
+        self.params = nn.Parameter(self.initial_params())
+        self.steps_taken, self.stage = 0, 0
+        # sweep bookkeeping, per stage and replica: steps before D <= target_tolerance (the budget if never)
+        self.register_buffer("steps_to_target", torch.full((len(sweep), len(self.seeds)), float(steps_per_beta or 0),
+                                                           dtype=torch.float64))
+        self._set_target(sweep[0])
+
+    def initial_params(self) -> Tensor:
+        """Each replica's initial psi from its own seed's generator: (R, P) float64, theta ~ N(0, 0.1^2),
+        phi ~ U(-0.25, 0.25); the same draw on every call."""
         gens = noise.replica_generators([1000 * s + 1 for s in self.seeds])
-        init = [torch.cat([ENERGY_INIT_STD * torch.randn(self.n_energy, generator=g, dtype=torch.float64),
-                           CIRCUIT_INIT_HALF_WIDTH * (2 * torch.rand(circuit_layers * self.n_layer, generator=g,
-                                                                     dtype=torch.float64) - 1)]) for g in gens]
-        self.params = nn.Parameter(torch.stack(init))
+        return torch.stack([torch.cat([
+            ENERGY_INIT_STD * torch.randn(self.n_energy, generator=g, dtype=torch.float64),
+            CIRCUIT_INIT_HALF_WIDTH * (2 * torch.rand(self.circuit_layers * self.n_layer, generator=g,
+                                                      dtype=torch.float64) - 1)]) for g in gens])
+
+    def _set_target(self, beta: float) -> None:
+        """The target Gibbs state sigma_beta (log Z_beta, sigma, sqrt(sigma)) by exact diagonalisation."""
+        energies, vectors = torch.linalg.eigh(self.hamiltonian)
+        gibbs = torch.softmax(-beta * energies, 0)
+        self.beta = beta
+        self.register_buffer("log_partition", torch.logsumexp(-beta * energies, 0))  # log Z_beta
+        self.register_buffer("gibbs_state", (vectors * gibbs) @ vectors.mH)
+        self.register_buffer("sqrt_gibbs", (vectors * gibbs.sqrt()) @ vectors.mH)
+
+    # ------------------------------------------------------------------ the beta sweep
+    def advance(self) -> bool:
+        """Called by a method at the start of each outer step. In a sweep (``betas``), the target is
+        betas[k] for steps k * steps_per_beta ... (k + 1) * steps_per_beta - 1 (the last beta for
+        any later step); at a boundary the target switches and, without ``warm_start``, psi returns
+        to initial_params() (the seed's random initialisation, the cold start). Records, per stage
+        and replica, the steps taken in the stage before D(rho || sigma_beta) <= target_tolerance
+        (D read before each step; the stage's budget if never). Returns True when the target
+        switched: the method must then reset any optimiser state it keeps (Sbahi et al. 2022, Sec.
+        5; google/qhbm-library: init_steps for the first beta, num_steps for each next one, warm)."""
+        step, self.steps_taken = self.steps_taken, self.steps_taken + 1
+        if len(self.betas) == 1:
+            return False
+        stage = min(step // self.steps_per_beta, len(self.betas) - 1)
+        switched = stage != self.stage
+        if switched:
+            self.stage = stage
+            self._set_target(self.betas[stage])
+            if not self.warm_start:
+                with torch.no_grad():
+                    self.params.copy_(self.initial_params().to(self.params))
+        with torch.no_grad():
+            unreached = self.relative_entropy_to_target(self.params) > self.target_tolerance
+            within = step - stage * self.steps_per_beta
+            pending = (self.steps_to_target[stage] == self.steps_per_beta) & (within < self.steps_per_beta)
+            self.steps_to_target[stage] = torch.where(pending & ~unreached, float(within), self.steps_to_target[stage])
+        return switched
 
     # ------------------------------------------------------------------ the model's parts
     def energies(self, psi: Tensor) -> Tensor:

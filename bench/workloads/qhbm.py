@@ -11,7 +11,12 @@ no part), the same on every split the run evaluates:
 * 'vqt_loss': L = beta tr(rho H) - S(rho) (nats), whose minimum is -log Z_beta;
 * 'relative_entropy': D(rho || sigma_beta) = L + log Z_beta (nats), the distance to the target
   (the claims' metric and the tuning score, lower is better);
-* 'fidelity': the Uhlmann fidelity F(rho, sigma_beta) in [0, 1].
+* 'fidelity': the Uhlmann fidelity F(rho, sigma_beta) in [0, 1];
+* in a beta sweep (model config ``betas``, ``steps_per_beta``, ``warm_start``; QHBM.advance), the
+  three above refer to the current stage's beta, and 'sweep_steps_to_target' is the sum over the
+  stages after the first of the outer steps each took before D <= ``target_tolerance`` (a stage
+  that never reached it counts its whole budget): Sbahi et al. 2022's warm start across the
+  imaginary-time (beta) sweep against a random re-initialisation at each beta.
 
 Health (bench.workloads.health): a relative entropy that blows up or never moves.
 """
@@ -27,6 +32,7 @@ from bench.workloads.health import Check, blow_up, flat_curve
 from bench.workloads.method import Method
 
 METRICS = ("vqt_loss", "relative_entropy", "fidelity")
+SWEEP_METRIC = "sweep_steps_to_target"
 
 
 @register_workload("qhbm")
@@ -35,7 +41,7 @@ class QHBMWorkload(Workload):
     tuning_metric = ("relative_entropy", False)
 
     def exact_metrics(self, model: dict) -> tuple[str, ...]:
-        return METRICS
+        return METRICS + (SWEEP_METRIC,) if "betas" in model else METRICS
 
     def health_checks(self, model: dict) -> list[Check]:
         return [blow_up("relative_entropy", higher_is_better=False, split="test"), flat_curve("relative_entropy", "test")]
@@ -43,5 +49,8 @@ class QHBMWorkload(Workload):
     @torch.no_grad()
     def metrics(self, model: QHBM, method: Method, x: Tensor, k: int, y: Tensor | None) -> dict[str, Tensor]:
         loss = model.vqt_loss(model.params)
-        return {"vqt_loss": loss, "relative_entropy": loss + model.log_partition,
-                "fidelity": model.fidelity_to_target(model.params)}
+        out = {"vqt_loss": loss, "relative_entropy": loss + model.log_partition,
+               "fidelity": model.fidelity_to_target(model.params)}
+        if len(model.betas) > 1:
+            out[SWEEP_METRIC] = model.steps_to_target[1:].sum(0)
+        return out
