@@ -103,3 +103,8 @@ def test_single_beta_runs_keep_their_ids_and_bad_sweeps_are_refused():
                 {"betas": [1.0, -1.0], "steps_per_beta": 2}):
         with pytest.raises(ValueError):
             build_model({"family": "qhbm", "qubits": 3, "circuit_layers": 1, "field": 1.0, **bad}, [0])
+
+
+def test_a_sweep_is_tuned_on_its_steps_to_target():
+    assert WORKLOAD.tuning_score({"betas": BETAS}) == ("sweep_steps_to_target", False)
+    assert WORKLOAD.tuning_score({"beta": 1.0}) == ("relative_entropy", False)

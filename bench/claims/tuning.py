@@ -138,7 +138,7 @@ def _edges(rows: list[dict], best: dict, names: tuple[str, ...]) -> dict[str, st
 def select(base: RunSpec, results_root: Path = Path("results"), threads: int = 1) -> dict[str, Any]:
     """Run the grid (and its one widening), choose, write and return the selection."""
     names = knobs(base)
-    metric, better = workload_for(base.model["family"]).tuning_metric
+    metric, better = workload_for(base.model["family"]).tuning_score(base.model)
     rows: list[dict[str, Any]] = []
     widened: list[dict[str, float]] = []
     chosen: dict[str, float] = {}

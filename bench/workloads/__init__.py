@@ -40,6 +40,12 @@ class Workload:
         """Data-dependent initialisation before the first step, from the training split x_train
         (N, D) and its labels y_train (N,) or None (none by default)."""
 
+    def tuning_score(self, model: dict) -> tuple[str, bool]:
+        """(metric, higher is better) that scores a tuning run of the model config `model` on
+        'valid': `tuning_metric` unless a family's config changes the problem's measure (a QHBM's
+        beta sweep)."""
+        return self.tuning_metric
+
     def exact_metrics(self, model: dict) -> tuple[str, ...]:
         """The standard metrics this family computes exactly (no sampling, so no K) for the run's
         model config `model`, e.g. a mixture's log-likelihood by logsumexp; none by default."""

@@ -10,7 +10,7 @@ no part), the same on every split the run evaluates:
 
 * 'vqt_loss': L = beta tr(rho H) - S(rho) (nats), whose minimum is -log Z_beta;
 * 'relative_entropy': D(rho || sigma_beta) = L + log Z_beta (nats), the distance to the target
-  (the claims' metric and the tuning score, lower is better);
+  (the claims' metric and, without a sweep, the tuning score, lower is better);
 * 'fidelity': the Uhlmann fidelity F(rho, sigma_beta) in [0, 1];
 * in a beta sweep (model config ``betas``, ``steps_per_beta``, ``warm_start``; QHBM.advance), the
   three above refer to the current stage's beta, and 'sweep_steps_to_target' is the sum over the
@@ -39,6 +39,10 @@ SWEEP_METRIC = "sweep_steps_to_target"
 class QHBMWorkload(Workload):
     transforms = ("none",)
     tuning_metric = ("relative_entropy", False)
+
+    def tuning_score(self, model: dict) -> tuple[str, bool]:
+        """A sweep is tuned on what its claims read, the steps to the targets (lower is better)."""
+        return (SWEEP_METRIC, False) if "betas" in model else self.tuning_metric
 
     def exact_metrics(self, model: dict) -> tuple[str, ...]:
         return METRICS + (SWEEP_METRIC,) if "betas" in model else METRICS
