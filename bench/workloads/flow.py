@@ -54,7 +54,7 @@ def observed_log_prob(model: Flow, x: Tensor, k: int) -> Tensor:
 class FlowWorkload(Workload):
     transforms = ("unit_interval", "none")
 
-    def prepare(self, model: Flow, x_train: Tensor) -> None:
+    def prepare(self, model: Flow, x_train: Tensor, y_train: Tensor | None = None) -> None:
         model.initialize_from_data(x_train)
 
     def exact_metrics(self, model: dict) -> tuple[str, ...]:

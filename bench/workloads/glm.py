@@ -34,7 +34,7 @@ class BayesianGLMWorkload(Workload):
     transforms = ("unit_interval",)
     tuning_metric = ("elbo", True)
 
-    def prepare(self, model: BayesianGLM, x_train: Tensor) -> None:
+    def prepare(self, model: BayesianGLM, x_train: Tensor, y_train: Tensor | None = None) -> None:
         model.fit_posterior(x_train)
 
     def exact_metrics(self, model: dict) -> tuple[str, ...]:

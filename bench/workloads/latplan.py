@@ -131,7 +131,7 @@ class LatplanWorkload(Workload):
     transforms = ("unit_interval",)
     tuning_metric = ("bce", False)
 
-    def prepare(self, model: StateAutoencoder, x_train: Tensor) -> None:
+    def prepare(self, model: StateAutoencoder, x_train: Tensor, y_train: Tensor | None = None) -> None:
         model.initialize_from_data(x_train)
 
     def exact_metrics(self, model: dict) -> tuple[str, ...]:

@@ -57,7 +57,7 @@ def too_many_empty(components: int, metric: str = "empty_components", split: str
 class BernoulliMixtureWorkload(Workload):
     transforms = ("none",)
 
-    def prepare(self, model: BernoulliMixture, x_train: Tensor) -> None:
+    def prepare(self, model: BernoulliMixture, x_train: Tensor, y_train: Tensor | None = None) -> None:
         if model.init == "data":
             model.init_from_data(x_train)
 

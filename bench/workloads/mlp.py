@@ -80,7 +80,7 @@ class MLPWorkload(Workload):
             checks.append(exceeds("reference_rhat", RHAT_LIMIT, "NUTS reference not converged"))
         return checks
 
-    def prepare(self, model: MLP, x_train: Tensor, y_train: Tensor | None = None) -> None:
+    def prepare(self, model: Network, x_train: Tensor, y_train: Tensor | None = None) -> None:
         """The model's NUTS reference posterior (module docstring) when its config asks for one.
         Raises ValueError without labels."""
         if model.reference is None:
@@ -90,7 +90,7 @@ class MLPWorkload(Workload):
         model.reference_posterior = cached_posterior(x_train, y_train, model.layers[-1], REFERENCE_PRIOR_SIGMA, REFERENCES,
                                                   REFERENCE_SETTINGS)
 
-    def reference_metrics(self, model: MLP, method: Method, x: Tensor, k: int) -> dict[str, Tensor]:
+    def reference_metrics(self, model: Network, method: Method, x: Tensor, k: int) -> dict[str, Tensor]:
         """The distances of the method's predictive on x (R, N, D) to the NUTS reference's, and
         the reference's R-hat and ESS: name -> (R,) float64."""
         posterior: Posterior = model.reference_posterior

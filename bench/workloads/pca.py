@@ -48,7 +48,7 @@ class LinearAutoencoderWorkload(Workload):
     transforms = TRANSFORMS
     tuning_metric = ("mse", False)
 
-    def prepare(self, model: LinearAutoencoder, x_train: Tensor) -> None:
+    def prepare(self, model: LinearAutoencoder, x_train: Tensor, y_train: Tensor | None = None) -> None:
         model.reference.fit(x_train)
 
     def exact_metrics(self, model: dict) -> tuple[str, ...]:
@@ -70,7 +70,7 @@ class LinearAutoencoderWorkload(Workload):
 class PPCAWorkload(Workload):
     transforms = TRANSFORMS
 
-    def prepare(self, model: PPCA, x_train: Tensor) -> None:
+    def prepare(self, model: PPCA, x_train: Tensor, y_train: Tensor | None = None) -> None:
         model.initialize_from_data(x_train)
 
     def exact_metrics(self, model: dict) -> tuple[str, ...]:

@@ -34,7 +34,7 @@ AIS_BETAS = PAPER_BETAS
 class RBMWorkload(Workload):
     transforms = ("none", "dynamic_binarize")
 
-    def prepare(self, model: RBM, x_train: Tensor) -> None:
+    def prepare(self, model: RBM, x_train: Tensor, y_train: Tensor | None = None) -> None:
         model.initialize_from_data(x_train)
 
     def exact_metrics(self, model: dict) -> tuple[str, ...]:
