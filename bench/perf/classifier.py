@@ -60,6 +60,8 @@ def classifier_step_cost(device: torch.device) -> list[str]:
         "Bernoulli gates, spike-and-slab prior": ("bernoulli_gsm", xb, yb, {}),
         "SGLD": ("sgld", xb, yb, {}),
         "Structured SGLD, K=3 layer groups": ("structured_sgld", xb, yb, {"groups": 3}),
+        "SWAG (SGD steps, moments per snapshot)": ("swag", xb, yb, {}),
+        "Laplace (Adam MAP steps; fit at eval)": ("laplace", xb, yb, {}),
     }
     times = interleaved_medians({label: (partial(_step, name, xs, ys, device, **hp), 20)
                                  for label, (name, xs, ys, hp) in configs.items()}, device)
