@@ -262,3 +262,19 @@ def test_convnet_claims_expand_when_cifar10_is_present(monkeypatch):
     paper = expand(claims["entropy-sgd-comparable-to-sgd-cifar10"], "paper").runs["SGD"]
     assert quick.model["arch"] == "lenet5" and paper.model["arch"] == "resnet20"
     assert isinstance(build_model(quick.model, [0]), ConvNet) and quick.model["input_shape"] == [3, 32, 32]
+
+
+def test_a_run_from_a_spec_refuses_a_method_that_does_not_train_convnets(tmp_path):
+    """`python -m bench run --spec` checks what a claim file's schema checks: the method must train
+    the model's family; it stops before any data is read or any file written."""
+    from bench.core.spec import RunSpec
+    from bench.engine import train
+    from bench.engine.methods import resolve_hparams
+
+    spec = RunSpec(profile="adhoc", dataset="mnist", transform="unit_interval", labels=True,
+                   model={"family": "convnet", "arch": "lenet5", "input_shape": [1, 28, 28], "classes": 10},
+                   method="bayes_by_backprop", hparams=resolve_hparams(get_method("bayes_by_backprop"), {}),
+                   seeds=(0,), epochs=1, batch_size=10, train_subset=20)
+    with pytest.raises(ConfigError, match="the run's model is 'convnet': use a method that trains 'convnet' models"):
+        train.run(spec, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -62,7 +62,7 @@ from bench.core.spec import TRANSFORMS
 from bench.engine import data
 from bench.engine.methods import get_method
 from bench.models import FAMILIES, model_keys
-from bench.workloads.method import METHODS, Method
+from bench.workloads.method import Method
 
 PRIMARY_PROVENANCE = {"V", "src"}  # numbers read in a primary source: may be pass/fail thresholds
 PROVENANCE = PRIMARY_PROVENANCE | {"R", "R?", "NF"}
@@ -435,11 +435,8 @@ class ClaimSpec(Strict):
                 methods[label] = cls = get_method(name)
             except ClaimbenchError as exc:
                 raise problem(("methods", label, "method"), str(exc), name) from None
-            if family not in cls.trained_families():
-                fit = sorted(n for n, c in METHODS.all().items() if family in c.trained_families())
-                raise problem(("methods", label, "method"), f"method {cls.name!r} trains {' and '.join(map(repr, cls.trained_families()))} "
-                              f"models, the claim's model is {family!r}: use a method that trains {family!r} models "
-                              f"({', '.join(fit) or 'none'}) or a model family {cls.name!r} trains", name)
+            if mismatch := cls.family_mismatch(family):
+                raise problem(("methods", label, "method"), mismatch, name)
             _check_model(family, ("methods", label, "model"), entry.model)
             _check_hparams(cls, ("methods", label), entry.model_extra or {})
         for profile in ("quick", "paper"):

@@ -128,6 +128,8 @@ def run(spec: RunSpec, out_dir: Path, device: str = "auto", threads: int | None 
     dev = devices.resolve(device)
     started = dt.datetime.now(dt.timezone.utc).isoformat()
     method_cls = get_method(spec.method)
+    if mismatch := method_cls.family_mismatch(spec.model["family"], "the run's model"):
+        raise ConfigError(mismatch)
     workload_for(spec.model["family"]).check_transform(spec.model, spec.transform)
     data = prepare_data(spec, dev)
     groups = [(s,) for s in spec.seeds] if spec.timing == "per_seed" else [spec.seeds]

@@ -98,6 +98,17 @@ class Method:
         return cls.families or (cls.family,)
 
     @classmethod
+    def family_mismatch(cls, family: str, whose: str = "the claim's model") -> str | None:
+        """None when this method trains models of `family`; else the message that says so and
+        names the methods that do (the claim schema and a run from a spec raise it)."""
+        if family in cls.trained_families():
+            return None
+        fit = sorted(n for n, c in METHODS.all().items() if family in c.trained_families())
+        return (f"method {cls.name!r} trains {' and '.join(map(repr, cls.trained_families()))} models, {whose} is "
+                f"{family!r}: use a method that trains {family!r} models ({', '.join(fit) or 'none'}) or a model "
+                f"family {cls.name!r} trains")
+
+    @classmethod
     def tuned_knobs(cls, hparams: dict[str, Any]) -> tuple[str, ...]:
         """The hyper-parameters the equal-budget tuning searches for this configuration (its step
         size first, then at most one or two knobs such as damping); `tunable` unless a method's
