@@ -189,7 +189,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
     if args.estimate:  # the profile's cost, measured here (bench/perf/estimate.py)
         from bench.perf import estimate as cost
 
-        est = cost.estimate(plans, results, share=args.share, log=lambda line: print(line, file=sys.stderr, flush=True))
+        est = cost.estimate(plans, results, share=args.share, keep=args.estimate_keep,
+                            log=lambda line: print(line, file=sys.stderr, flush=True))
         print(cost.table(est))
         if args.estimate_out:
             print(f"wrote {cost.write(est, Path(args.estimate_out))}")
@@ -300,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--share", type=_count, default=4, metavar="N",
                            help="with --estimate: also the hours with the device shared N ways (serial total / N)")
             s.add_argument("--estimate-out", metavar="FILE", help="with --estimate: one row per run (.csv) or all (.json)")
+            s.add_argument("--estimate-keep", metavar="FILE", type=Path,
+                           help="with --estimate: keep the measurements in FILE and reuse those already there (a "
+                                "stopped estimate continues; parts measured on several machines add up)")
     c = sub.add_parser("select", help="equal-budget tuning of one base configuration (bench/claims/tuning.py)")
     c.add_argument("--spec", required=True, help="a base RunSpec as JSON (plan --stage tune --json)")
     c.add_argument("--results", default="results"), c.add_argument("--threads", type=_count)

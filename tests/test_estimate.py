@@ -99,3 +99,20 @@ def test_the_command_line_prints_the_totals(tmp_path, capsys):
     assert main(["plan", "--profile", "smoke", "--claims", "rws-beats-ws", "--estimate", "--root", str(tmp_path),
                  "--estimate-out", str(tmp_path / "estimate.json")]) == 0
     assert '"serial"' in (tmp_path / "estimate.json").read_text()
+
+
+def test_kept_measurements_are_reused_and_tied_to_their_device(plans, tmp_path):
+    """--estimate-keep: a second estimate reads the first one's measurements (it measures nothing
+    and projects the same seconds); measurements of another device are refused."""
+    keep = tmp_path / "kept.json"
+    options = dict(device="cpu", threads=None, warmup=1, steps=2, max_seconds=2, min_eval_seconds=0.02, keep=keep)
+    first = cost.estimate(plans[:1], tmp_path / "results", **options)
+    assert keep.exists()
+    measured = []
+    again = cost.estimate(plans[:1], tmp_path / "results", log=measured.append, **options)
+    assert len(measured) == 1 and "read from" in measured[0], "nothing is measured again"
+    assert [p.seconds for p in again.runs] == pytest.approx([p.seconds for p in first.runs])
+    doc = keep.read_text().replace('"device": "cpu', '"device": "NVIDIA H200 (was cpu')
+    keep.write_text(doc)
+    with pytest.raises(ValueError, match="taken on 'NVIDIA H200"):
+        cost.Meter(torch.device("cpu"), keep=keep)

@@ -58,7 +58,7 @@ import torch
 from bench.claims.catalog import ClaimPlan
 from bench.claims.tuning import CONFIGS, grid, knobs, read_selection, tuned_spec, tuning_spec
 from bench.core import devices
-from bench.core.layout import run_dir, tuning_run_dir
+from bench.core.layout import atomic_write, run_dir, tuning_run_dir
 from bench.core.spec import RunSpec
 from bench.engine import data as datasets
 from bench.engine import results
@@ -215,7 +215,7 @@ class Meter:
 
     def __init__(self, device: torch.device, warmup: int = 3, steps: int = 5, blocks: int = 2,
                  max_seconds: float | None = None, min_eval_seconds: float | None = None,
-                 log: Callable[[str], None] = lambda line: None):
+                 log: Callable[[str], None] = lambda line: None, keep: Path | None = None):
         self.dev = device
         self.cuda = device.type == "cuda"
         self.warmup, self.steps, self.blocks = warmup, steps, max(1, blocks)
@@ -225,6 +225,34 @@ class Meter:
         self.steps_cache: dict[str, tuple[float, int, float]] = {}  # step class -> step seconds, timed, setup
         self.evals: dict[tuple[str, int], Fit] = {}  # (eval class, K) -> fit
         self._data: dict[str, tuple[Any, float]] = {}
+        self.keep = Path(keep) if keep is not None else None
+        if self.keep is not None and self.keep.exists():
+            self._load(self.keep)
+
+    def _load(self, path: Path) -> None:
+        """Measurements an earlier estimate kept in `path` (a ValueError when they were taken on
+        another device: a step's price is the device's)."""
+        doc = json.loads(path.read_text())
+        here = results.device_name(str(self.dev))
+        if doc.get("device") != here:
+            raise ValueError(f"{path}: its measurements were taken on {doc.get('device')!r}, not on this device "
+                             f"({here!r}); use another --estimate-keep file here (or delete this one)")
+        self.steps_cache.update({k: (v[0], int(v[1]), v[2]) for k, v in doc["steps"].items()})
+        self.evals.update({(e["class"], int(e["k"])): Fit(e["fixed"], e["per_example"], e["examples"])
+                           for e in doc["evals"]})
+        self.log(f"  {len(doc['steps'])} step and {len(doc['evals'])} evaluation measurements read from {path}")
+
+    def _save(self) -> None:
+        """Keep every measurement so far in `keep` (atomically, after each class): an estimate stopped
+        by a time limit continues where it stopped, and parts measured in several sessions (where the
+        data of some runs sits on another machine) add up to one estimate."""
+        if self.keep is None:
+            return
+        doc = {"device": results.device_name(str(self.dev)),
+               "steps": {k: list(v) for k, v in self.steps_cache.items()},
+               "evals": [{"class": c, "k": k, "fixed": f.fixed, "per_example": f.per_example, "examples": f.examples}
+                         for (c, k), f in self.evals.items()]}
+        atomic_write(self.keep, lambda tmp: tmp.write_text(json.dumps(doc) + "\n"))
 
     def _sync(self) -> None:
         if self.cuda:
@@ -268,6 +296,7 @@ class Meter:
                         self.log(f"  evaluation {group.method} {group.model_name} R={len(group.seeds)} K={k}: "
                                  f"{fit.fixed:.3f} s + {fit.per_example * 1e3:.3f} ms per example (examples "
                                  f"{', '.join(map(str, fit.examples))}; {time.perf_counter() - t0:.1f} s)")
+            self._save()
         step, timed, setup = self.steps_cache[skey]
         return Measured(step, timed, setup, {k: self.evals[(ekey, k)] for k in ks})
 
