@@ -116,3 +116,40 @@ def test_kept_measurements_are_reused_and_tied_to_their_device(plans, tmp_path):
     keep.write_text(doc)
     with pytest.raises(ValueError, match="taken on 'NVIDIA H200"):
         cost.Meter(torch.device("cpu"), keep=keep)
+
+
+def test_a_run_that_fails_here_is_listed_not_fatal(plans, tmp_path, monkeypatch):
+    """A run that cannot be built or stepped on this device (say an optimizer without a kernel for
+    it) is listed under NOT MEASURED with its error; the others are still projected."""
+    failing = plans[0].runs["WS"].method
+    real = cost.Meter.measure
+
+    def measure(self, spec):
+        if spec.method == failing:
+            raise RuntimeError("no kernel for this device")
+        return real(self, spec)
+
+    monkeypatch.setattr(cost.Meter, "measure", measure)
+    est = cost.estimate(plans[:1], tmp_path / "results", device="cpu", threads=None, warmup=1, steps=2, max_seconds=2,
+                        min_eval_seconds=0.02)
+    assert est.failed and all("no kernel for this device" in why for why in est.failed.values())
+    assert est.runs and all(p.job.spec.method != failing for p in est.runs)
+    assert "NOT MEASURED" in cost.table(est)
+
+
+def test_adagrad_is_fused_only_on_the_cpu(monkeypatch):
+    """torch has no fused Adagrad kernel for CUDA (torch 2.11 raises RuntimeError on an H200):
+    make_optimizer asks for it on the CPU alone; SGD and Adam keep theirs on CUDA."""
+    from types import SimpleNamespace
+
+    from bench.nn import optim
+
+    asked = {}
+    for name in ("Adagrad", "Adam", "SGD"):
+        monkeypatch.setattr(torch.optim, name, lambda params, name=name, **kw: asked.__setitem__(name, kw))
+    on_gpu = [SimpleNamespace(device=torch.device("cuda", 0))]
+    for rule, torch_name in (("adagrad", "Adagrad"), ("adam", "Adam"), ("sgd", "SGD")):
+        optim.make_optimizer(on_gpu, rule, lr=0.1)
+        assert asked[torch_name].get("fused") is (None if rule == "adagrad" else True), rule
+    optim.make_optimizer([SimpleNamespace(device=torch.device("cpu"))], "adagrad", lr=0.1)
+    assert asked["Adagrad"]["fused"] is True

@@ -14,7 +14,7 @@ from bench.core.errors import ConfigError, unknown
 OPTIMIZERS = ("momentum_ema", "sgd", "adam", "adagrad")
 
 
-FUSED_DEVICES = ("cpu", "cuda")  # where torch's fused optimizer kernels run
+FUSED_DEVICES = ("cpu", "cuda")  # where torch's fused optimizer kernels run (Adagrad's: the CPU only)
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], name: str, lr: float, beta: float = 0.95,
@@ -28,9 +28,11 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], name: str, lr: float, b
 
     Parameters on a CPU or a CUDA device get torch's fused kernel (one pass over each parameter,
     the whole update in one loop, instead of one kernel per operation and parameter): the same
-    update, rounded in another order; elsewhere the default implementation."""
+    update, rounded in another order; elsewhere the default implementation. torch has no fused
+    Adagrad for CUDA (torch 2.11 raises RuntimeError), so Adagrad on a GPU runs the default one."""
     params = list(params)
-    fused = {"fused": True} if all(p.device.type in FUSED_DEVICES for p in params) else {}
+    devices = FUSED_DEVICES if name != "adagrad" else ("cpu",)
+    fused = {"fused": True} if all(p.device.type in devices for p in params) else {}
     if name == "momentum_ema":
         return torch.optim.SGD(params, lr=lr, momentum=beta, dampening=beta, **fused)
     if name == "sgd":

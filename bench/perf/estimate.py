@@ -439,6 +439,7 @@ class Estimate:
     runs: list[Projection]
     plans: list[ClaimPlan]
     measure_seconds: float
+    failed: dict[str, str] = field(default_factory=dict)  # run id -> why it could not be measured (not in the totals)
 
     @property
     def total_seconds(self) -> float:
@@ -475,12 +476,18 @@ def estimate(plans: list[ClaimPlan], results_root: Path = Path("results"), devic
     meter = Meter(dev, log=log, **meter_options)
     ordered = sorted(jobs.values(), key=lambda j: (j.spec.dataset, j.spec.transform, j.spec.holdout or 0,
                                                    j.spec.train_subset or 0, j.spec.carve_valid or 0))
-    runs = [project(job, meter) for job in ordered]
+    runs, failed = [], {}
+    for job in ordered:  # a run that cannot be built or stepped here is listed, not a reason to stop
+        try:
+            runs.append(project(job, meter))
+        except Exception as exc:  # noqa: BLE001 -- the message goes into the estimate
+            failed[job.run_id] = f"{job.spec.method} on {job.spec.dataset}: {type(exc).__name__}: {exc}"[:300]
+            log(f"  FAILED {job.run_id}: {failed[job.run_id]}")
     order = {run_id: i for i, run_id in enumerate(jobs)}
     runs.sort(key=lambda p: order[p.job.run_id])  # back in plan order
     profile = plans[0].profile if plans else "?"
     return Estimate(profile, results.device_name(str(dev)), dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                    share, CONFIGS.get(profile, 0), runs, plans, time.perf_counter() - started)
+                    share, CONFIGS.get(profile, 0), runs, plans, time.perf_counter() - started, failed)
 
 
 # --------------------------------------------------------------------------- output
@@ -542,6 +549,9 @@ def table(est: Estimate) -> str:
                      f"{'met' if met else 'not met'} serially ({total / 3600:.2f} h)"
                      + ("" if torch.cuda.is_available() else "; measured on a CPU, so it says which runs "
                         "dominate, not whether a GPU meets the goal"))
+    if est.failed:
+        lines += ["", f"NOT MEASURED ({len(est.failed)} runs, not in the totals above; a run would fail alike):"]
+        lines += [f"  {run_id}: {why}" for run_id, why in est.failed.items()]
     lines += ["", f"the {TOP} jobs that dominate (a `select` job trains a label's tuning runs one after the other):"]
     for j in est.jobs()[:TOP]:
         p = max(j["runs"], key=lambda r: r.seconds)
@@ -589,7 +599,7 @@ def write(est: Estimate, path: Path) -> Path:
                           for plan in est.plans},
                "dominating": [{"job": j["job"], "hours": j["seconds"] / 3600,
                                "why": max(j["runs"], key=lambda r: r.seconds).why()} for j in est.jobs()[:TOP]],
-               "runs": rows(est)}
+               "runs": rows(est), "failed": est.failed}
         path.write_text(json.dumps(doc, indent=1) + "\n")
     else:
         with path.open("w", newline="") as f:
