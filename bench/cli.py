@@ -214,7 +214,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
 def cmd_select(args: argparse.Namespace) -> None:
     spec = _spec_from_json(args.spec)
     _check_spec(spec, "--spec")
-    selection = select(spec, Path(args.results), threads=args.threads or 1)
+    pack = {"auto": None, "yes": True, "no": False}[args.pack]
+    selection = select(spec, Path(args.results), threads=args.threads or 1, pack=pack)
     print(f"{selection['base_run_id']} -> {selection['eval_run_id']}: {selection_words(selection)}")
 
 
@@ -307,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("select", help="equal-budget tuning of one base configuration (bench/claims/tuning.py)")
     c.add_argument("--spec", required=True, help="a base RunSpec as JSON (plan --stage tune --json)")
     c.add_argument("--results", default="results"), c.add_argument("--threads", type=_count)
+    c.add_argument("--pack", choices=("auto", "yes", "no"), default="auto",
+                   help="train a learning-rate grid as the replicas of one run (auto: on a GPU only)")
     c.set_defaults(func=cmd_select)
     v = sub.add_parser("verdict", help="table, figure and verdict of one claim")
     v.add_argument("claim"), v.add_argument("--profile", default="quick"), v.add_argument("--root", default=".")

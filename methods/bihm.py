@@ -38,6 +38,7 @@ from bench.workloads.method import Method, register
 @register("bihm", family="helmholtz", defaults={"k": 10, "lr": 1e-3, "optimizer": "adam", "z_samples": 10000},
           choices={"optimizer": OPTIMIZERS})
 class BiHM(Method):
+    packs_lr = True  # lr acts only through make_optimizer: a tuning grid may train as replicas
     model: HelmholtzMachine
 
     def __init__(self, model: HelmholtzMachine, **hparams):

@@ -34,6 +34,7 @@ KL_ESTIMATORS = ("analytic", "sampled")
     "epoch_size": 0, "gap_examples": 0, "gap_steps": 0, "k": 1, "kl": "analytic",
 }, choices={"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "kl": KL_ESTIMATORS})
 class DLGM(Method):
+    packs_lr = True  # lr acts only through make_optimizer: a tuning grid may train as replicas
     model: GaussianLatentModel
 
     def __init__(self, model: GaussianLatentModel, **hparams: Any):

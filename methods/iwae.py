@@ -33,6 +33,7 @@ from bench.workloads.method import Method, register
     "epoch_size": 0, "gap_examples": 0, "gap_steps": 0, "k": 5,
 }, choices={"optimizer": OPTIMIZERS, "schedule": SCHEDULES})
 class IWAE(Method):
+    packs_lr = True  # lr acts only through make_optimizer: a tuning grid may train as replicas
     model: GaussianLatentModel
 
     def __init__(self, model: GaussianLatentModel, **hparams: Any):

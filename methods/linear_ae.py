@@ -32,6 +32,7 @@ from bench.workloads.method import Method, register
 @register("linear_ae", family="linear_autoencoder", defaults={"optimizer": "sgd", "lr": 0.03, "decay_steps": 0},
           choices={"optimizer": OPTIMIZERS})
 class LinearAE(Method):
+    packs_lr = True  # lr acts only through make_optimizer: a tuning grid may train as replicas
     model: LinearAutoencoder
 
     def __init__(self, model: LinearAutoencoder, **hparams: Any):

@@ -40,6 +40,7 @@ EVAL_CHUNK = 250  # examples per E-step at evaluation, bounding the (R, B, C, P)
 @register("meanfield_sbn", family="helmholtz", defaults={"lr": 1e-3, "optimizer": "adam", "iterations": 20},
           choices={"optimizer": OPTIMIZERS})
 class MeanFieldSBN(Method):
+    packs_lr = True  # lr acts only through make_optimizer: a tuning grid may train as replicas
     model: HelmholtzMachine
 
     def __init__(self, model: HelmholtzMachine, **hparams):

@@ -24,6 +24,7 @@ from bench.workloads.method import Method, register
 
 @register("pcd", family="rbm", defaults={"lr": 0.3, "k": 1, "momentum": 0.0, "anneal_updates": 0})
 class PersistentContrastiveDivergence(Method):
+    packs_lr = True  # lr acts only through make_optimizer: a tuning grid may train as replicas
     model: RBM
 
     def __init__(self, model: RBM, **hparams):

@@ -55,6 +55,7 @@ Q_UPDATES = ("wake+sleep", "wake", "sleep")
     choices={"optimizer": OPTIMIZERS, "q_updates": Q_UPDATES},
 )
 class RWS(Method):
+    packs_lr = True  # lr acts only through make_optimizer: a tuning grid may train as replicas
     model: HelmholtzMachine
 
     def __init__(self, model: HelmholtzMachine, **hparams):

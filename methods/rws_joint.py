@@ -38,6 +38,7 @@ from bench.workloads.method import Method, register
 @register("rws_joint", family="helmholtz", defaults={"k": 5, "lr": 0.02, "optimizer": "sgd", "q_baseline": True},
           choices={"optimizer": OPTIMIZERS})
 class RWSJoint(Method):
+    packs_lr = True  # lr acts only through make_optimizer: a tuning grid may train as replicas
     model: HelmholtzMachine
 
     def __init__(self, model: HelmholtzMachine, **hparams):

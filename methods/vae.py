@@ -48,6 +48,7 @@ KL_ESTIMATORS = ("analytic", "sampled")
     "schedule": "constant", "epoch_size": 0, "gap_examples": 0, "gap_steps": 0,
 }, choices={"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "kl": KL_ESTIMATORS})
 class VAE(Method):
+    packs_lr = True  # lr acts only through make_optimizer: a tuning grid may train as replicas
     model: GaussianLatentModel
 
     def __init__(self, model: GaussianLatentModel, **hparams: Any):

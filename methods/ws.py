@@ -31,6 +31,7 @@ from bench.workloads.method import Method, register
 @register("ws", family="helmholtz", defaults={"lr": 0.1, "optimizer": "momentum_ema", "sleep_every": 2},
           choices={"optimizer": OPTIMIZERS})
 class WakeSleep(Method):
+    packs_lr = True  # lr acts only through make_optimizer: a tuning grid may train as replicas
     model: HelmholtzMachine
 
     def __init__(self, model: HelmholtzMachine, **hparams):

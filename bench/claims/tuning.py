@@ -21,6 +21,13 @@ The selection of one base run (a label's configuration before tuning; claims tha
 share its tuning) is written to results/<profile>/tuning/<base-run-id>.json with every point, its
 score, the choice, the edge flags and the tuned evaluation spec, whose run is what the claim's
 verdict reads. Tuning points are cached like every run under results/<profile>/tuning/runs/.
+
+**Packing.** A grid whose points differ in the learning rate alone, of a method whose learning rate
+acts only through its optimizer (`Method.packs_lr`), trains as the replicas of one run
+(bench.engine.train.run_packed): same seed, replica r at point r's rate. On a GPU a step of these
+small models costs about the same for 1 or 9 replicas, so a label's tuning costs about one run
+instead of CONFIGS runs; the scores equal those of the points trained one at a time up to float
+rounding (tests/test_packing.py). `select` packs on a GPU by default (`bench select --pack`).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+from bench.core import devices
 from bench.core.errors import ConfigError
 from bench.core.layout import atomic_write, tuning_run_dir, tuning_selection
 from bench.core.spec import RunSpec
@@ -102,13 +110,19 @@ def score(run: Path, metric: str, higher_is_better: bool) -> tuple[str, float]:
 
 
 def _run_points(points: list[dict], base: RunSpec, results_root: Path, metric: str, better: bool,
-                threads: int) -> list[dict[str, Any]]:
+                threads: int, pack: bool) -> list[dict[str, Any]]:
+    """Train the points not trained yet (`pack`: as the replicas of one run where they differ in the
+    learning rate alone, bench.engine.train.run_packed; else one after the other) and score all."""
+    specs = [tuning_spec(base, point) for point in points]
+    folders = [tuning_run_dir(results_root, base.profile, spec.run_id) for spec in specs]
+    todo = [i for i, folder in enumerate(folders) if not (folder / "run.json").exists()]
+    if pack and not train.packable([specs[i] for i in todo]):
+        train.run_packed([specs[i] for i in todo], [folders[i] for i in todo], threads=threads, progress=False)
+    else:
+        for i in todo:
+            train.run(specs[i], folders[i], threads=threads, progress=False)
     out = []
-    for point in points:
-        spec = tuning_spec(base, point)
-        folder = tuning_run_dir(results_root, base.profile, spec.run_id)
-        if not (folder / "run.json").exists():
-            train.run(spec, folder, threads=threads, progress=False)
+    for point, spec, folder in zip(points, specs, folders):
         status, value = score(folder, metric, better)
         out.append({**point, "status": status, "score": value, "run_id": spec.run_id})
     return out
@@ -135,23 +149,29 @@ def _edges(rows: list[dict], best: dict, names: tuple[str, ...]) -> dict[str, st
     return out
 
 
-def select(base: RunSpec, results_root: Path = Path("results"), threads: int = 1) -> dict[str, Any]:
-    """Run the grid (and its one widening), choose, write and return the selection."""
+def select(base: RunSpec, results_root: Path = Path("results"), threads: int = 1,
+           pack: bool | None = None) -> dict[str, Any]:
+    """Run the grid (and its one widening), choose, write and return the selection. `pack`: train a
+    grid that differs in the learning rate alone as the replicas of one run (None: on a GPU, where
+    replicas cost little more than one run, not on a CPU, where they cost about as much as the runs
+    one after the other); the scores are the same up to float rounding."""
     names = knobs(base)
+    if pack is None:
+        pack = devices.resolve("auto").type == "cuda"
     metric, better = workload_for(base.model["family"]).tuning_score(base.model)
     rows: list[dict[str, Any]] = []
     widened: list[dict[str, float]] = []
     chosen: dict[str, float] = {}
     still: dict[str, str] = {}
     if names:  # a method with no knob (EM) has nothing to search: its base configuration is evaluated, untrained here
-        rows = _run_points(grid(base, CONFIGS[base.profile]), base, results_root, metric, better, threads)
+        rows = _run_points(grid(base, CONFIGS[base.profile]), base, results_root, metric, better, threads, pack)
         best = _best(rows, better)
         for name, side in _edges(rows, best, names).items():
             values = sorted({r[name] for r in rows})
             beyond = values[0] / 10 ** STEP if side == "low" else values[-1] * 10 ** STEP
             widened.append({**{n: best[n] for n in names}, name: float(f"{beyond:.6g}")})
         if widened:
-            rows += _run_points(widened, base, results_root, metric, better, threads)
+            rows += _run_points(widened, base, results_root, metric, better, threads, pack)
             best = _best(rows, better)
         still = _edges(rows, best, names)
         chosen = {name: best[name] for name in names}

@@ -105,10 +105,14 @@ def eval_sets(spec: RunSpec, data: Data) -> Data:
 
 class Loop:
     """Trains spec.seeds in lock-step on `data` (split -> (x, y)); `run()` returns the tidy rows
-    (results.CURVE_COLUMNS) and each seed's status record."""
+    (results.CURVE_COLUMNS) and each seed's status record. `replica_names`: what the rows' `seed`
+    column and the status records call each replica (default: its seed; a packed tuning run, whose
+    replicas share one seed, names them 0..R-1)."""
 
-    def __init__(self, spec: RunSpec, run_id: str, data: Data, dev: torch.device):
+    def __init__(self, spec: RunSpec, run_id: str, data: Data, dev: torch.device,
+                 replica_names: list[int] | None = None):
         self.spec, self.run_id, self.dev = spec, run_id, dev
+        self.names = list(spec.seeds) if replica_names is None else replica_names
         self.x_train, self.y_train = data["train"]
         self.steps_per_epoch = self.x_train.shape[0] // spec.batch_size
         if self.steps_per_epoch == 0:
@@ -160,7 +164,7 @@ class Loop:
         values = values.detach().double().cpu()
         base = {"run_id": self.run_id, "method": self.spec.method, "dataset": self.spec.dataset,
                 "model": self.spec.model_name, "profile": self.spec.profile}
-        for r, seed in enumerate(self.spec.seeds):
+        for r, seed in enumerate(self.names):
             if self.alive[r] and torch.isfinite(values[r]):
                 self.rows.append({**base, **self.clock, "seed": seed, "split": split, "metric": metric,
                                   "eval_k": eval_k, "value": float(values[r])})
@@ -271,6 +275,6 @@ class Loop:
             str(seed): ({"status": "ok"} if self.diverged_at[i] is None
                         else {"status": "diverged", "diverged_at_step": self.diverged_at[i],
                               "last_good_step": self.last_good[i]})
-            for i, seed in enumerate(spec.seeds)
+            for i, seed in enumerate(self.names)
         }
         return pd.DataFrame(self.rows, columns=results.CURVE_COLUMNS), seeds

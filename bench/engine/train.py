@@ -11,6 +11,7 @@ checkpoint left it (bench.engine.loop), and a per-seed run keeps the seeds it fi
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from bench.engine import data as datasets
 from bench.engine import results
 from bench.engine.loop import Data, Loop
 from bench.engine.methods import get_method, source_files
-from bench.nn import noise
+from bench.nn import noise, optim
 from bench.workloads import workload_for
 
 
@@ -123,6 +124,93 @@ def run(spec: RunSpec, out_dir: Path, device: str = "auto", threads: int | None 
     parameters: bench.engine.results.PARAMS) and run.json to out_dir. Returns run.json.
     `checkpoints`: a folder for this run's checkpoints (written every `checkpoint_every` seconds
     at an epoch boundary, removed once run.json is written), from which a killed run resumes."""
+    dev, started, method_cls = _start(spec, device, threads)
+    data = prepare_data(spec, dev)
+    groups = [(s,) for s in spec.seeds] if spec.timing == "per_seed" else [spec.seeds]
+    paths = [None if checkpoints is None else Path(checkpoints) / f"{spec.run_id}.seeds-{'-'.join(map(str, g))}.pt"
+             for g in groups]
+    parts = [_group(replace(spec, seeds=g), spec.run_id, data, dev, path, checkpoint_every, progress, keep=len(groups) > 1)
+             for g, path in zip(groups, paths)]
+    seeds = {seed: record for part in parts for seed, record in part.seeds.items()}
+    meta = _meta(spec, seeds, parts, dev, started, method_cls)
+    params = None
+    if spec.keep_params:
+        params = {"seeds": list(spec.seeds),
+                  "state": {name: torch.cat([part.params[name] for part in parts]) for name in parts[0].params}}
+    results.write_run(Path(out_dir), pd.concat([part.frame for part in parts], ignore_index=True), meta, params)
+    for path in paths:
+        if path is not None:
+            path.unlink(missing_ok=True)
+    return meta
+
+
+def run_packed(specs: list[RunSpec], out_dirs: list[Path], device: str = "auto", threads: int | None = None,
+               progress: bool = True, checkpoints: Path | None = None,
+               checkpoint_every: float = 300.0) -> list[dict[str, Any]]:
+    """Train runs that differ only in their learning rate, each of one seed (the tuning grid of a
+    label: bench.claims.tuning), as the R = len(specs) replicas of one lock-step run: one seed's
+    initialisation, data order and noise for every replica, replica r's optimizer at specs[r]'s lr
+    (bench.nn.optim.replica_learning_rates; the method must declare `packs_lr`). Each run's rows,
+    status and run.json are written to its own out_dir as if it had trained alone (its numbers equal
+    that run's up to float rounding; run.json's `packed` names the runs it trained with, and its
+    train_seconds are the packed run's). On a GPU, where a step of these small models costs about
+    the same for 1 or 9 replicas, a grid costs about one run (results/perf/replicas-cuda.txt).
+    Returns the runs' run.json. A ConfigError when the specs cannot be packed."""
+    _check_packable(specs)
+    base = specs[0]
+    dev, started, method_cls = _start(base, device, threads)
+    data = prepare_data(base, dev)
+    packed = replace(base, seeds=base.seeds * len(specs))
+    ids = " ".join(s.run_id for s in specs)
+    packed_id = f"{base.run_id}.packed-{hashlib.sha256(ids.encode()).hexdigest()[:12]}"
+    path = None if checkpoints is None else Path(checkpoints) / f"{packed_id}.pt"
+    scale = torch.tensor([s.hparams["lr"] / base.hparams["lr"] for s in specs], dtype=torch.float32, device=dev)
+    with optim.replica_learning_rates(scale):
+        part = _group(packed, packed_id, data, dev, path, checkpoint_every, progress, keep=False,
+                      replica_names=list(range(len(specs))))
+    metas = []
+    for r, (spec, out_dir) in enumerate(zip(specs, out_dirs)):
+        seed = spec.seeds[0]
+        frame = part.frame[part.frame.seed == r].assign(seed=seed, run_id=spec.run_id).reset_index(drop=True)
+        meta = _meta(spec, {str(seed): part.seeds[str(r)]}, [part], dev, started, method_cls)
+        meta["packed"] = {"replica": r, "run_ids": [s.run_id for s in specs],
+                          "lr": [s.hparams["lr"] for s in specs]}
+        results.write_run(Path(out_dir), frame, meta, None)
+        metas.append(meta)
+    if path is not None:
+        path.unlink(missing_ok=True)
+    return metas
+
+
+def packable(specs: list[RunSpec]) -> str | None:
+    """Why these runs cannot train as the replicas of one run (None: they can): they must be one
+    seed each, the same seed, of a method that declares `packs_lr`, keep no parameters, and differ
+    in hparams['lr'] alone."""
+    if len(specs) < 2:
+        return "fewer than 2 runs"
+    base = specs[0]
+    if not get_method(base.method).packs_lr:
+        return f"method {base.method!r} does not declare packs_lr (its lr acts elsewhere than its optimizer)"
+    if any(len(s.seeds) != 1 or s.seeds != base.seeds or s.keep_params for s in specs):
+        return "the runs must each have the same single seed and keep no parameters"
+
+    def without_lr(s: RunSpec) -> dict[str, Any]:
+        d = s.to_dict()
+        d["hparams"] = {k: v for k, v in d["hparams"].items() if k != "lr"}
+        return d
+
+    if any(without_lr(s) != without_lr(base) for s in specs) or any(float(s.hparams.get("lr", 0)) <= 0 for s in specs):
+        return "the runs must differ in their (positive) learning rate alone"
+    return None
+
+
+def _check_packable(specs: list[RunSpec]) -> None:
+    if why := packable(specs):
+        raise ConfigError(f"cannot train {len(specs)} runs as replicas of one run: {why}")
+
+
+def _start(spec: RunSpec, device: str, threads: int | None) -> tuple[torch.device, str, type]:
+    """The device, the start time and the method class of a run, after the checks that need no data."""
     if threads:
         torch.set_num_threads(threads)
     dev = devices.resolve(device)
@@ -131,14 +219,13 @@ def run(spec: RunSpec, out_dir: Path, device: str = "auto", threads: int | None 
     if mismatch := method_cls.family_mismatch(spec.model["family"], "the run's model"):
         raise ConfigError(mismatch)
     workload_for(spec.model["family"]).check_transform(spec.model, spec.transform)
-    data = prepare_data(spec, dev)
-    groups = [(s,) for s in spec.seeds] if spec.timing == "per_seed" else [spec.seeds]
-    paths = [None if checkpoints is None else Path(checkpoints) / f"{spec.run_id}.seeds-{'-'.join(map(str, g))}.pt"
-             for g in groups]
-    parts = [_group(replace(spec, seeds=g), spec.run_id, data, dev, path, checkpoint_every, progress, keep=len(groups) > 1)
-             for g, path in zip(groups, paths)]
-    seeds = {seed: record for part in parts for seed, record in part.seeds.items()}
-    meta = {
+    return dev, started, method_cls
+
+
+def _meta(spec: RunSpec, seeds: dict[str, dict[str, Any]], parts: list[_Trained], dev: torch.device, started: str,
+          method_cls: type) -> dict[str, Any]:
+    """run.json of a run trained in `parts` (its lock-step groups)."""
+    return {
         "run_id": spec.run_id,
         "spec": spec.to_dict(),
         "status": "ok" if all(s["status"] == "ok" for s in seeds.values()) else "diverged",
@@ -156,19 +243,10 @@ def run(spec: RunSpec, out_dir: Path, device: str = "auto", threads: int | None 
         "started": started,
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
     }
-    params = None
-    if spec.keep_params:
-        params = {"seeds": list(spec.seeds),
-                  "state": {name: torch.cat([part.params[name] for part in parts]) for name in parts[0].params}}
-    results.write_run(Path(out_dir), pd.concat([part.frame for part in parts], ignore_index=True), meta, params)
-    for path in paths:
-        if path is not None:
-            path.unlink(missing_ok=True)
-    return meta
 
 
 def _group(spec: RunSpec, run_id: str, data: Data, dev: torch.device, checkpoint: Path | None,
-           checkpoint_every: float, progress: bool, keep: bool) -> _Trained:
+           checkpoint_every: float, progress: bool, keep: bool, replica_names: list[int] | None = None) -> _Trained:
     """Train one lock-step group of seeds, resuming from its checkpoint; `keep`: leave the finished
     group in its checkpoint (a per-seed run killed later does not train it again)."""
     saved = None
@@ -177,7 +255,7 @@ def _group(spec: RunSpec, run_id: str, data: Data, dev: torch.device, checkpoint
         if saved.get("run_id") == run_id and saved.get("finished") is not None:
             return saved["finished"]
     with noise.replica_noise(spec.seeds, dev):
-        loop = Loop(spec, run_id, data, dev)
+        loop = Loop(spec, run_id, data, dev, replica_names)
         frame, seeds = loop.run(checkpoint, checkpoint_every, progress, saved)
     params = ({name: value.detach().cpu().clone() for name, value in loop.model.state_dict().items()}
               if spec.keep_params else None)

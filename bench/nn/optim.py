@@ -4,7 +4,9 @@ methods (methods/cd.py, pcd.py). All act element-wise, so replicas stay independ
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -12,6 +14,46 @@ from torch import Tensor
 from bench.core.errors import ConfigError, unknown
 
 OPTIMIZERS = ("momentum_ema", "sgd", "adam", "adagrad")
+_lr_scale: Tensor | None = None  # per-replica learning-rate factors while a packed run builds its method
+
+
+@contextmanager
+def replica_learning_rates(scale: Tensor) -> Iterator[None]:
+    """While active, make_optimizer gives replica r the learning rate lr * scale[r] (scale (R,) > 0):
+    the equal-budget tuning trains a label's learning-rate grid as the replicas of one run
+    (bench.claims.tuning, bench.engine.train.run_packed)."""
+    global _lr_scale
+    previous, _lr_scale = _lr_scale, scale
+    try:
+        yield
+    finally:
+        _lr_scale = previous
+
+
+class ReplicaScaled:
+    """An optimizer whose update of replica r is multiplied by scale[r]: theta_r <- theta_r +
+    scale[r] * (update of the wrapped optimizer). For the four OPTIMIZERS the wrapped state (momentum,
+    Adam's moments, Adagrad's sums) does not depend on the learning rate and the update is lr times a
+    function of that state, so this is the optimizer at lr * scale[r], exactly up to rounding (each
+    step of every parameter group, schedules included: they set the groups' lr). Parameters are
+    (R, ...), replica first. Everything else (param_groups, zero_grad, state_dict) is the wrapped
+    optimizer's."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scale: Tensor):
+        self.optimizer, self.scale = optimizer, scale
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("optimizer", "scale"):  # not yet set (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.optimizer, name)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        before = [p.clone() for p in params]
+        self.optimizer.step()
+        for p, b in zip(params, before):
+            p.sub_(b).mul_(self.scale.to(p).view(-1, *(1,) * (p.dim() - 1))).add_(b)
 
 
 FUSED_DEVICES = ("cpu", "cuda")  # where torch's fused optimizer kernels run (Adagrad's: the CPU only)
@@ -29,8 +71,23 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], name: str, lr: float, b
     Parameters on a CPU or a CUDA device get torch's fused kernel (one pass over each parameter,
     the whole update in one loop, instead of one kernel per operation and parameter): the same
     update, rounded in another order; elsewhere the default implementation. torch has no fused
-    Adagrad for CUDA (torch 2.11 raises RuntimeError), so Adagrad on a GPU runs the default one."""
+    Adagrad for CUDA (torch 2.11 raises RuntimeError), so Adagrad on a GPU runs the default one.
+    Inside `replica_learning_rates(scale)` the optimizer is wrapped in ReplicaScaled (a ConfigError
+    when a parameter has no leading replica axis)."""
     params = list(params)
+    optimizer = _make(params, name, lr, beta, beta1, eps, momentum)
+    if _lr_scale is None:
+        return optimizer
+    r = len(_lr_scale)
+    if any(p.dim() == 0 or p.shape[0] != r for p in params):
+        raise ConfigError(f"per-replica learning rates need every parameter to be (R={r}, ...), replica first; "
+                          f"got shapes {sorted({tuple(p.shape) for p in params})}: train these configurations "
+                          f"one at a time (tuning with pack=False)")
+    return ReplicaScaled(optimizer, _lr_scale)  # type: ignore[return-value]
+
+
+def _make(params: list[torch.nn.Parameter], name: str, lr: float, beta: float, beta1: float, eps: float,
+          momentum: float) -> torch.optim.Optimizer:
     devices = FUSED_DEVICES if name != "adagrad" else ("cpu",)
     fused = {"fused": True} if all(p.device.type in devices for p in params) else {}
     if name == "momentum_ema":

@@ -37,6 +37,9 @@ class Method:
     defaults: ClassVar[dict[str, Any]]
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {}  # hyper-parameter -> its allowed values
     tunable: ClassVar[tuple[str, ...]] = ("lr",)  # the knobs the equal-budget tuning searches (log-spaced)
+    # True when `lr` acts only through bench.nn.optim.make_optimizer on (R, ...) parameters: the tuning
+    # may then train a learning-rate grid as the replicas of one run (bench.engine.train.run_packed)
+    packs_lr: ClassVar[bool] = False
     train_size: int | None = None  # N and the training split's classes, from `prepare`
     classes_seen: Tensor | None = None
 
