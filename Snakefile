@@ -18,11 +18,13 @@ what did not finish (profiles/default sets --rerun-incomplete).
 import os
 import re
 import sys
+from typing import Callable, TypeVar
 
 sys.path.insert(0, workflow.basedir)  # the checkout's bench/ and methods/, also from a copy of it
 
 from bench.claims.catalog import check_profile, get_claim, load_claims, plan_all, run_sources  # noqa: E402
 from bench.claims.tuning import read_selection  # noqa: E402
+from bench.core.errors import ClaimbenchError  # noqa: E402
 from bench.core.layout import (  # noqa: E402
     claim_paths,
     interpolation_paths,
@@ -36,14 +38,31 @@ from bench.core.spec import RunSpec  # noqa: E402
 from bench.engine.results import quarantine_corrupt_runs  # noqa: E402
 from bench.report.markdown import summary_rst_path  # noqa: E402
 
+T = TypeVar("T")
+
+
+def checked(read: Callable[[], T], key: str | None = None, fix: str = "") -> T:
+    """read(); bad input (the --config value `key`, a claim file) stops the workflow with one line
+    naming the problem and the fix. sys.exit, since Snakemake prints a traceback with any exception
+    a Snakefile raises, WorkflowError included."""
+    try:
+        return read()
+    except (ClaimbenchError, ValueError) as exc:
+        where = f"--config {key}={config.get(key)}: " if key else ""
+        sys.exit(f"claimbench: {where}{exc}" + (f"; fix: {fix}" if fix else ""))
+
+
 PROFILE = config.get("profile", "quick")
-check_profile(PROFILE)
-THREADS = int(config.get("threads_per_run", 1))
-GPU = int(config.get("gpu_per_run", 0))  # set gpu_per_run=1 with --resources gpu=N on GPU hosts
-CLAIMS = load_claims()
+checked(lambda: check_profile(PROFILE), "profile", "profile=quick (a 2-core CPU), paper (a GPU) or smoke (a tiny quick)")
+THREADS = checked(lambda: int(config.get("threads_per_run", 1)), "threads_per_run", "a whole number, e.g. threads_per_run=2")
+GPU = checked(lambda: int(config.get("gpu_per_run", 0)), "gpu_per_run",
+              "gpu_per_run=1 on a GPU host (with --resources gpu=N), 0 elsewhere")
+CLAIMS = checked(load_claims)
 if config.get("claims"):  # --config claims=id1,id2: only these claims (the SLURM check in CI); default: all
-    CLAIMS = {c.id: c for c in (get_claim(i.strip(), CLAIMS) for i in str(config["claims"]).split(",") if i.strip())}
-PLANS = {plan.claim.id: plan for plan in plan_all(PROFILE, CLAIMS)}
+    IDS = [i.strip() for i in str(config["claims"]).split(",") if i.strip()]
+    CLAIMS = checked(lambda: {i: get_claim(i, CLAIMS) for i in IDS}, "claims",
+                     "claims=<id>,<id> with ids from that list (`python -m bench list` prints their statements)")
+PLANS = checked(lambda: {plan.claim.id: plan for plan in plan_all(PROFILE, CLAIMS)})
 BASES = {spec.run_id: spec for plan in PLANS.values() for spec in plan.runs.values()}  # labels before tuning
 RESULTS = "results"
 for corrupt in quarantine_corrupt_runs(run_dir(RESULTS, PROFILE, "")):  # rerun them, never trust them

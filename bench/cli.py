@@ -39,6 +39,8 @@ TEMPLATE = Path(__file__).resolve().parent / "templates" / "method.py.txt"
 
 
 def cmd_list(args: argparse.Namespace) -> None:
+    """Every claim, method and dataset; a dataset with where it was found here, its canonical URLs and
+    checksums (bench/engine/data.py's registry)."""
     print("claims:")
     for claim in load_claims().values():
         print(f"  {claim.id:32s} [{claim.source.name}] {claim.spec['statement']}")
@@ -50,6 +52,10 @@ def cmd_list(args: argparse.Namespace) -> None:
         where = data.locate(name)
         state = str(where) if where else ("originals present" if data.is_available(name) else "not available here")
         print(f"  {name:28s} {spec.description} -- {state}")
+        for source in data.sources(name):  # the canonical upstream files, each with its checksum
+            print(f"      from {source}")
+        if spec.npz_sha256:
+            print(f"      {name}.npz sha256 {spec.npz_sha256}")
 
 
 def _key_values(items: list[str], flag: str) -> dict:

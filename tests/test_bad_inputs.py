@@ -428,11 +428,22 @@ def _snakemake(work: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "snakemake", "--cores", "1", *args]
 
 
-def test_workflow_with_an_unknown_profile(toy_project):
-    out = subprocess.run(_snakemake(toy_project, "-n", "--config", "profile=fast"), check=False, cwd=toy_project,
+@pytest.mark.parametrize("config, message", [
+    ("profile=fast", "claimbench: --config profile=fast: unknown profile 'fast'; known profiles: paper, quick, smoke; "
+                     "fix: profile=quick (a 2-core CPU), paper (a GPU) or smoke (a tiny quick)"),
+    ("claims=nope", "claimbench: --config claims=nope: unknown claim 'nope'; known claims: toy-lines; "
+                    "fix: claims=<id>,<id> with ids from that list"),
+    ("threads_per_run=two", "claimbench: --config threads_per_run=two: invalid literal for int() with base 10: "
+                            "'two'; fix: a whole number, e.g. threads_per_run=2"),
+])
+def test_workflow_with_a_bad_config_says_so_in_one_line(toy_project, config, message):
+    """A bad --config value stops the workflow before planning with one line naming the value, the
+    problem and the fix; no traceback (Snakemake prints one with any exception a Snakefile raises)."""
+    out = subprocess.run(_snakemake(toy_project, "-n", "--config", config), check=False, cwd=toy_project,
                          capture_output=True, text=True)
+    said = out.stdout + out.stderr
     assert out.returncode != 0
-    assert "unknown profile 'fast'; known profiles: paper, quick, smoke" in out.stdout + out.stderr
+    assert message in said and 'File "' not in said and "Traceback" not in said, said
     assert not (toy_project / "results").exists()
 
 

@@ -141,3 +141,17 @@ def test_http_error_is_dataset_not_found(tmp_path, monkeypatch, served):
     _frey_from(monkeypatch, tmp_path, base + "frey_rawface.mat")
     with pytest.raises(DatasetNotFound, match="404"):
         data.load("frey_faces")
+
+
+def test_list_prints_every_dataset_url_and_checksum(capsys):
+    """README, Data: `python -m bench list` shows each dataset's canonical URLs and checksums (users
+    without the shared data folder fetch them elsewhere), and the distributed npz's sha256."""
+    from bench import cli
+
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    mnist = data.get_spec("binarized_mnist")
+    for orig in mnist.originals:
+        assert f"from {orig.url} (sha256 {orig.sha256})" in out
+    assert f"binarized_mnist.npz sha256 {mnist.npz_sha256}" in out
+    assert f"from {data.get_spec('omniglot').originals[0].url} (md5 " in out

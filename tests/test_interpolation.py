@@ -7,6 +7,7 @@ file and its id (the committed tuning selections still name every other quick ru
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import load_toy
@@ -15,7 +16,7 @@ from bench.claims.catalog import plan_all
 from bench.core.errors import ConfigError
 from bench.core.spec import RunSpec
 from bench.engine import results, train
-from bench.engine.interpolation import ALPHAS, interpolate, mix, run_interpolation
+from bench.engine.interpolation import ALPHAS, COLUMNS, interpolate, mix, run_interpolation
 from bench.engine.methods import get_method, resolve_hparams
 from bench.models.mlp import MLP
 from bench.workloads import workload_for
@@ -132,3 +133,21 @@ def test_a_bad_interpolation_is_refused_when_claims_load(tmp_path, data_dir, cha
     assert load_toy(tmp_path / "ok", MLP_CLAIM)["toy-interpolation"].interpolation == ["SB", "LB"]
     with pytest.raises(ConfigError, match=message):
         load_toy(tmp_path / "bad", MLP_CLAIM, change)
+
+
+def test_the_figure_clips_each_band_to_its_metric_range(tmp_path, monkeypatch):
+    """At 2 seeds the 95% t band of accuracies 98% and 100% reaches past 100%, and that of losses
+    0.01 and 0.5 nats below 0: the figure clips each band to its metric's range."""
+    from bench.report import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig))
+    values = {"loss": (0.01, 0.5), "error": (0.0, 0.02)}
+    table = pd.DataFrame([(seed, alpha, split, metric, pair[seed]) for seed in (0, 1) for alpha in (0.0, 0.5, 1.0)
+                          for split in ("train", "test") for metric, pair in values.items()], columns=COLUMNS)
+    figures.interpolation_figure(tmp_path / "f.png", table, "toy", ["small", "large"], "smoke")
+    loss_ax, accuracy_ax = drawn[0].axes
+    bands = {name: np.concatenate([p.vertices[:, 1] for c in ax.collections for p in c.get_paths()])
+             for name, ax in (("loss", loss_ax), ("accuracy", accuracy_ax))}
+    assert bands["loss"].min() == 0.0 and bands["accuracy"].max() == 100.0 and bands["accuracy"].min() < 98.0
+    assert "clipped to the metric's range" in drawn[0].get_suptitle()

@@ -3,11 +3,13 @@ seconds, side by side, with 95% CI bands over seeds and the papers' numbers as r
 
 from __future__ import annotations
 
+import functools
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -20,10 +22,12 @@ PROVENANCE_WORDS = {"V": "verified", "src": "authors' code", "R": "recalled, unv
                     "R?": "low confidence", "NF": "not found"}
 
 
-def _t_band(values) -> tuple[float, float]:
-    """The band over seeds: the same 95% t-interval as the verdicts (bench.claims.stats)."""
+def _t_band(values, bounds: tuple[float, float] = (-np.inf, np.inf)) -> tuple[float, float]:
+    """The band over seeds: the same 95% t-interval as the verdicts (bench.claims.stats), clipped to
+    the metric's range `bounds` (at 2 seeds the interval of an accuracy near 100% reaches past it)."""
     _, lo, hi = mean_ci(values)
-    return lo, hi
+    lo, hi = np.clip((lo, hi), *bounds)
+    return float(lo), float(hi)
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -90,14 +94,17 @@ def claim_figure(path: Path, curves: pd.DataFrame, claim_id: str, statement: str
 
 def interpolation_figure(path: Path, table: pd.DataFrame, claim_id: str, labels: list[str], profile: str) -> None:
     """Keskar's parametric plot (bench.engine.interpolation): cross-entropy (log scale) and accuracy
-    (100 (1 - error), percent) against alpha, train and test, the mean over seeds with its 95% t band; labels
-    [at alpha 0, at alpha 1] mark their minimizers."""
+    (100 (1 - error), percent) against alpha, train and test, the mean over seeds with its 95% t band,
+    clipped to each metric's range (cross-entropy >= 0, accuracy in [0, 100]%); labels [at alpha 0,
+    at alpha 1] mark their minimizers."""
     rows = table.assign(value=lambda t: t.value.where(t.metric == "loss", 100 * (1 - t.value)))
     sns.set_theme(style="whitegrid", context="notebook")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
-    for ax, (metric, ylabel) in zip(axes, [("loss", "cross-entropy (nats per case)"), ("error", "accuracy (%)")]):
+    panels = [("loss", "cross-entropy (nats per case)", (0.0, np.inf)), ("error", "accuracy (%)", (0.0, 100.0))]
+    for ax, (metric, ylabel, bounds) in zip(axes, panels):
         sns.lineplot(data=rows[rows.metric == metric], x="alpha", y="value", hue="split", style="split",
-                     palette="colorblind", errorbar=_t_band, marker="o", markersize=4, ax=ax, legend=ax is axes[0])
+                     palette="colorblind", errorbar=functools.partial(_t_band, bounds=bounds), marker="o",
+                     markersize=4, ax=ax, legend=ax is axes[0])
         for alpha, label in zip((0.0, 1.0), labels):
             ax.axvline(alpha, ls=":", lw=1, color="dimgrey")
             ax.annotate(label, xy=(alpha, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom",
@@ -107,5 +114,5 @@ def interpolation_figure(path: Path, table: pd.DataFrame, claim_id: str, labels:
     axes[0].set_yscale("log")  # the loss grows by orders of magnitude away from the two minimizers
     seeds = table.seed.nunique()
     fig.suptitle(f"{claim_id} [{profile} profile]: 1-D interpolation between the final parameters, "
-                 f"mean over {seeds} seeds with 95% t band", fontsize=10)
+                 f"mean over {seeds} seeds with 95% t band (clipped to the metric's range)", fontsize=10)
     _save(fig, path)
