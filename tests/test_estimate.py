@@ -153,3 +153,22 @@ def test_adagrad_is_fused_only_on_the_cpu(monkeypatch):
         assert asked[torch_name].get("fused") is (None if rule == "adagrad" else True), rule
     optim.make_optimizer([SimpleNamespace(device=torch.device("cpu"))], "adagrad", lr=0.1)
     assert asked["Adagrad"]["fused"] is True
+
+
+def test_a_packed_grid_is_costed_as_one_run_of_its_points_as_replicas(plans, tmp_path):
+    """With pack=True every point of a packable label's grid is charged 1/n of one lock-step run of
+    its n points as replicas; K-FAC's grid (lr and damping) is not packed."""
+    jobs = cost.enumerate_jobs(plans, tmp_path, pack=True)
+    tuning = [j for j in jobs.values() if j.kind == "tuning"]
+    assert tuning and all(j.packed == CONFIGS["smoke"] for j in tuning)
+    assert all(j.packed == 1 for j in jobs.values() if j.kind == "evaluation")
+    kfac = [expand(get_claim("kfac-fewer-updates-than-sgd"), "smoke")]
+    assert {j.packed for j in cost.enumerate_jobs(kfac, tmp_path, pack=True).values()
+            if j.kind == "tuning" and j.spec.method == "kfac"} == {1}
+    meter = cost.Meter(torch.device("cpu"), warmup=1, steps=2, max_seconds=2, min_eval_seconds=0.02)
+    job = tuning[0]
+    share = cost.project(job, meter)
+    whole = cost.project(cost.Job(replace(job.spec, seeds=job.spec.seeds * job.packed), "tuning", job.base_run_id),
+                         meter)
+    assert share.seconds * job.packed == pytest.approx(whole.seconds)
+    assert "packed tuning runs as replicas" in share.why()

@@ -11,7 +11,9 @@ selection already exists, else the base spec as a stand-in (tuning changes only 
 damping, which do not change the cost). Runs are deduplicated by run id, as Snakemake does; a run
 several claims use is listed under each of them, marked shared, and counted once in the totals. Not
 counted: the one-time widening of a grid whose best point lies on its edge (at most one more tuning
-run per tuned knob of a label), Python start-up of each job, and the writing of the results.
+run per tuned knob of a label), Python start-up of each job, and the writing of the results. On a
+GPU (or with `pack=True`) a grid that `bench select` packs (bench.claims.tuning, "Packing") is
+costed as it trains: one lock-step run of its points as replicas, each point charged its share.
 
 **Measurement.** Runs are grouped in cost classes: what sets the price of a step and of an
 evaluation (method, model, dataset, transform, labels, batch size, replicas trained together, and
@@ -63,7 +65,7 @@ from bench.core.spec import RunSpec
 from bench.engine import data as datasets
 from bench.engine import results
 from bench.engine.loop import STABILITY_DIVISOR, Loop
-from bench.engine.train import prepare_data
+from bench.engine.train import packable, prepare_data
 from bench.nn import noise
 from bench.workloads.method import finite_mask
 
@@ -124,6 +126,7 @@ class Job:
     uses: list[tuple[str, str]] = field(default_factory=list)  # (claim, label)
     stand_in: bool = False  # an evaluation run not tuned yet: its base spec stands in
     finished: bool = False  # its run.json exists already
+    packed: int = 1  # tuning runs of its label trained together as the replicas of one run (itself included)
 
     @property
     def run_id(self) -> str:
@@ -138,22 +141,28 @@ class Job:
         return len(self.claims) > 1
 
 
-def enumerate_jobs(plans: Iterable[ClaimPlan], results_root: Path = Path("results")) -> dict[str, Job]:
-    """run id -> Job: every tuning run and evaluation run of the plans, each once."""
+def enumerate_jobs(plans: Iterable[ClaimPlan], results_root: Path = Path("results"),
+                   pack: bool = False) -> dict[str, Job]:
+    """run id -> Job: every tuning run and evaluation run of the plans, each once; `pack`: a label's
+    tuning grid that bench.engine.train.packable accepts trains as the replicas of one run, as
+    `bench select` packs it on a GPU."""
     jobs: dict[str, Job] = {}
 
-    def add(spec: RunSpec, kind: str, base: RunSpec, claim: str, label: str, stand_in: bool = False) -> None:
+    def add(spec: RunSpec, kind: str, base: RunSpec, claim: str, label: str, stand_in: bool = False,
+            packed: int = 1) -> None:
         if spec.run_id not in jobs:
             folder = (tuning_run_dir if kind == "tuning" else run_dir)(results_root, spec.profile, spec.run_id)
             jobs[spec.run_id] = Job(spec, kind, base.run_id, stand_in=stand_in,
-                                    finished=(folder / "run.json").exists())
+                                    finished=(folder / "run.json").exists(), packed=packed)
         if (claim, label) not in jobs[spec.run_id].uses:
             jobs[spec.run_id].uses.append((claim, label))
 
     for plan in plans:
         for label, base in plan.runs.items():
-            for point in grid(base, CONFIGS[base.profile]):
-                add(tuning_spec(base, point), "tuning", base, plan.claim.id, label)
+            specs = [tuning_spec(base, point) for point in grid(base, CONFIGS[base.profile])]
+            packed = len(specs) if pack and packable(specs) is None else 1
+            for spec in specs:
+                add(spec, "tuning", base, plan.claim.id, label, packed=packed)
             selection = read_selection(results_root, base)
             add(tuned_spec(selection) if selection else base, "evaluation", base, plan.claim.id, label,
                 stand_in=selection is None)
@@ -401,6 +410,8 @@ class Projection:
     def why(self) -> str:
         s = self.job.spec
         g = f"{self.groups} seeds one at a time (timing: per_seed) x " if self.groups > 1 else ""
+        if self.job.packed > 1:
+            g = f"1/{self.job.packed} of a run of {self.job.packed} packed tuning runs as replicas: " + g
         sizes = evaluated_sizes(s)
         curve = "+".join(f"{sizes[x]} {x}" for x in s.eval_splits)
         final = "+".join(f"{sizes[x]} {x}" for x in s.final_eval_splits)
@@ -412,7 +423,12 @@ class Projection:
 
 
 def project(job: Job, meter: Meter) -> Projection:
-    spec, group = job.spec, _group_spec(job.spec)
+    """A run's seconds; a tuning run packed with others is its share (1 / packed) of the packed run,
+    measured as a lock-step run of `packed` replicas."""
+    spec, n = job.spec, job.packed
+    if n > 1:
+        spec = replace(spec, seeds=spec.seeds * n, timing="lockstep")
+    group = _group_spec(spec)
     m = meter.measure(spec)
     groups = groups_of(spec)
     steps_per_epoch = split_sizes(spec)["train"] // spec.batch_size
@@ -422,7 +438,8 @@ def project(job: Job, meter: Meter) -> Projection:
     final = sum(m.evals[k](sizes[s]) for k in final_ks(spec) for s in spec.final_eval_splits)
     steps = spec.epochs * steps_per_epoch
     return Projection(job, groups, steps_per_epoch, groups * steps, m.step_seconds, m.timed_steps, n_curve,
-                      groups * steps * m.step_seconds, groups * curve, groups * final, groups * m.setup_seconds)
+                      groups * steps * m.step_seconds / n, groups * curve / n, groups * final / n,
+                      groups * m.setup_seconds / n)
 
 
 def _h(seconds: float) -> str:
@@ -466,13 +483,15 @@ class Estimate:
 
 
 def estimate(plans: list[ClaimPlan], results_root: Path = Path("results"), device: str = "auto", share: int = 4,
-             threads: int | None = 1, log: Callable[[str], None] = lambda line: None, **meter_options: Any) -> Estimate:
-    """Project every job of the plans on `device` (threads: CPU threads, 1 like a workflow run)."""
+             threads: int | None = 1, log: Callable[[str], None] = lambda line: None, pack: bool | None = None,
+             **meter_options: Any) -> Estimate:
+    """Project every job of the plans on `device` (threads: CPU threads, 1 like a workflow run);
+    `pack`: tuning grids packed as replicas (None: on a GPU, as `bench select` does)."""
     if threads:
         torch.set_num_threads(threads)
     dev = devices.resolve(device)
     started = time.perf_counter()
-    jobs = enumerate_jobs(plans, results_root)
+    jobs = enumerate_jobs(plans, results_root, pack=dev.type == "cuda" if pack is None else pack)
     meter = Meter(dev, log=log, **meter_options)
     ordered = sorted(jobs.values(), key=lambda j: (j.spec.dataset, j.spec.transform, j.spec.holdout or 0,
                                                    j.spec.train_subset or 0, j.spec.carve_valid or 0))
@@ -562,7 +581,8 @@ def table(est: Estimate) -> str:
     return "\n".join(lines)
 
 
-COLUMNS = ["run_id", "kind", "base_run_id", "claims", "labels", "shared", "stand_in", "finished", "method", "dataset",
+COLUMNS = ["run_id", "kind", "base_run_id", "claims", "labels", "shared", "stand_in", "finished", "packed", "method",
+           "dataset",
            "model", "seeds", "groups", "batch_size", "epochs", "steps_per_epoch", "steps_total", "step_seconds",
            "timed_steps", "curve_evaluations", "eval_k", "final_eval_k", "train_seconds", "curve_eval_seconds",
            "final_eval_seconds", "setup_seconds", "seconds", "hours"]
@@ -574,7 +594,7 @@ def rows(est: Estimate) -> list[dict[str, Any]]:
         s, j = p.job.spec, p.job
         out.append({"run_id": j.run_id, "kind": j.kind, "base_run_id": j.base_run_id, "claims": " ".join(j.claims),
                     "labels": "; ".join(f"{c}/{label}" for c, label in j.uses), "shared": j.shared,
-                    "stand_in": j.stand_in, "finished": j.finished, "method": s.method, "dataset": s.dataset,
+                    "stand_in": j.stand_in, "finished": j.finished, "packed": j.packed, "method": s.method, "dataset": s.dataset,
                     "model": s.model_name, "seeds": len(s.seeds), "groups": p.groups, "batch_size": s.batch_size,
                     "epochs": s.epochs, "steps_per_epoch": p.steps_per_epoch, "steps_total": p.steps_total,
                     "step_seconds": round(p.step_seconds, 6), "timed_steps": p.timed_steps,
