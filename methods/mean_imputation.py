@@ -13,8 +13,8 @@ a data set whose missing entries sit at the mean, with the variances and covaria
 The means are the model's ``observed_mean`` (set from the whole training set by the workload's
 ``prepare``), so any batch size imputes the same values, and new data too (`impute`); a VAE holds
 none, so they are those of the first batch the method is given (the training set at batch_size =
-N, as the claims run: full batch), in the VAE's float32. Returns 'll_imputed', the mean log p(x~) of the completed data before the update,
-in nats.
+N, as the claims run: full batch), in the VAE's float32. Returns 'll_imputed', the mean log p(x~)
+of the completed data before the update, in nats.
 """
 
 from __future__ import annotations

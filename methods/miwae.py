@@ -33,7 +33,8 @@ class MIWAE(Method):
     def __init__(self, model: GaussianLatentModel, **hparams: Any):
         super().__init__(model, **hparams)
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
-            raise ValueError(f"miwae: k is the number of importance samples per example, an integer >= 1; got {self.k!r}")
+            raise ValueError(f"miwae: k is the number of importance samples per example, an integer >= 1; "
+                             f"got {self.k!r}")
         self.opt = torch.optim.Adam(model.parameters(), lr=self.lr)
 
     def bound(self, x: Tensor) -> Tensor:

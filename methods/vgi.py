@@ -5,9 +5,9 @@ github.com/vsimkus/variational-gibbs-inference, as the research notes read them)
 only the model's log-density of complete data (``log_prob``) and its observed training moments, so
 one class trains the families ``factor_analysis`` and ``flow``; for a ``vae``, whose log p(x) is
 intractable, the log-density of complete data is replaced by its one-sample ELBO (analytic KL,
-bench.workloads.incomplete_data.complete_elbo: the paper's VGI for VAEs fits the VAE's bound to the imputed
-data, and q's bound reads it in place of log p), and the model step ascends it in the encoder's and
-the decoder's parameters jointly.
+bench.workloads.incomplete_data.complete_elbo: the paper's VGI for VAEs fits the VAE's bound to the
+imputed data, and q's bound reads it in place of log p), and the model step ascends it in the
+encoder's and the decoder's parameters jointly.
 
 VGI fits a density model p_theta(x) to incomplete data by keeping `copies` imputed copies x~ of each
 training example (observed values fixed, missing ones imputed) and a variational model of the
@@ -67,8 +67,8 @@ from bench.models.flow import Flow
 from bench.models.vae import GaussianLatentModel
 from bench.nn import noise
 from bench.nn.linear import ReplicaLinear
-from bench.workloads.method import Method, register
 from bench.workloads.incomplete_data import ObservedMoments, complete_log_density
+from bench.workloads.method import Method, register
 
 IMPUTE_CHAINS, IMPUTE_BURN_IN, IMPUTE_DRAWS = 4, 100, 200  # `impute`'s chains per example and updates
 

@@ -92,8 +92,8 @@ def test_the_vae_workload_scores_an_incomplete_split_by_the_observed_likelihood_
 
 def fixed_encoder_vae(d: int) -> VAE:
     """A VAE whose encoder is N(0, 1) whatever x (the mean and log sigma heads are zero), so its
-    analytic-KL ELBO of x is E-free in q's KL (KL = 0) and the one-sample log p(x | z), z ~ N(0, 1);
-    the decoder's log-variances are constants (their head reads nothing)."""
+    analytic KL is 0 and its ELBO of x the one-sample log p(x | z), z ~ N(0, 1); the decoder's
+    log-variances are constants (their head reads nothing)."""
     model = tiny_vae("gaussian", seed=7, d=d)
     with torch.no_grad():
         for head in (model.q[0].mean, model.q[0].log_sigma):
@@ -132,7 +132,8 @@ def test_vgi_conditionals_and_chains_reach_the_elbo_conditional_of_a_vae():
             vgi.opt_q.param_groups[0]["lr"] = 0.001
         vgi.step(holed)
     assert vgi.pool.dtype == torch.float32  # the VAE's own dtype
-    points = torch.as_tensor(rng.normal(mean.numpy(), variance.sqrt().numpy(), size=(300, d)).astype(np.float32)).unsqueeze(0)
+    points = rng.normal(mean.numpy(), variance.sqrt().numpy(), size=(300, d)).astype(np.float32)
+    points = torch.as_tensor(points).unsqueeze(0)
     for j in range(d):
         dims = torch.full((1, 300), j)
         with torch.no_grad():
@@ -140,7 +141,9 @@ def test_vgi_conditionals_and_chains_reach_the_elbo_conditional_of_a_vae():
         sd = float(variance[j].sqrt())
         assert float((q_mean[0].double() - mean[j]).square().mean().sqrt()) < 0.15 * sd
         assert float(q_var[0].median()) == pytest.approx(float(variance[j]), rel=0.2)
-    total, squares, sweeps = torch.zeros_like(vgi.pool, dtype=torch.float64), torch.zeros_like(vgi.pool, dtype=torch.float64), 300
+    sweeps = 300
+    total = torch.zeros_like(vgi.pool, dtype=torch.float64)
+    squares = torch.zeros_like(total)
     for _ in range(sweeps):
         vgi.gibbs(4)
         total += vgi.pool.double()
