@@ -1,9 +1,13 @@
-"""Variational Gibbs inference (VGI) for factor analysis and normalising flows with missing data
+"""Variational Gibbs inference (VGI) for factor analysis, normalising flows and VAEs with missing data
 (Simkus, Rhodes & Gutmann 2023, "Variational Gibbs inference for statistical model estimation from
 incomplete data", JMLR 24, Sec. 3; the settings of their code,
 github.com/vsimkus/variational-gibbs-inference, as the research notes read them). The update reads
 only the model's log-density of complete data (``log_prob``) and its observed training moments, so
-one class trains both families (``factor_analysis``, ``flow``).
+one class trains the families ``factor_analysis`` and ``flow``; for a ``vae``, whose log p(x) is
+intractable, the log-density of complete data is replaced by its one-sample ELBO (analytic KL,
+bench.workloads.incomplete_data.complete_elbo: the paper's VGI for VAEs fits the VAE's bound to the
+imputed data, and q's bound reads it in place of log p), and the model step ascends it in the
+encoder's and the decoder's parameters jointly.
 
 VGI fits a density model p_theta(x) to incomplete data by keeping `copies` imputed copies x~ of each
 training example (observed values fixed, missing ones imputed) and a variational model of the
@@ -42,7 +46,9 @@ again by sorting the rows on a fixed random projection of their values and missi
 copies). On a smaller batch (the smoke profile) rows cannot be told apart across steps, so each
 batch is pre-imputed afresh and its chains run only that step's Gibbs updates: a degraded VGI,
 not the paper's. The conditionals' standardisation is the model's observed training mean and
-standard deviation (``observed_mean``, ``observed_sd``). Returns 'll_imputed' (mean log p_theta over
+standard deviation (``observed_mean``, ``observed_sd``; a VAE holds none, so the method takes them
+from the first batch it is given, the training set at batch_size = N). A VAE is trained in its own
+float32, the other families in float64. Returns 'll_imputed' (mean log p_theta over
 the copies before the update, nats) and 'vgi_bound' (the variational objective of step 3, nats per
 updated value). Its imputation of new data (`impute`, a workload's imputation error) averages
 chains of the same Gibbs-style updates.
@@ -58,8 +64,10 @@ from torch import Tensor, nn
 
 from bench.models.factor_analysis import FactorAnalysis
 from bench.models.flow import Flow
+from bench.models.vae import GaussianLatentModel
 from bench.nn import noise
 from bench.nn.linear import ReplicaLinear
+from bench.workloads.incomplete_data import ObservedMoments, complete_log_density
 from bench.workloads.method import Method, register
 
 IMPUTE_CHAINS, IMPUTE_BURN_IN, IMPUTE_DRAWS = 4, 100, 200  # `impute`'s chains per example and updates
@@ -68,31 +76,37 @@ IMPUTE_CHAINS, IMPUTE_BURN_IN, IMPUTE_DRAWS = 4, 100, 200  # `impute`'s chains p
 class GaussianConditionals(nn.Module):
     """q(x_j | x_-j) = N(m_j, exp(v_j)) for every j: inputs (R, M, 2D) -> (m, v), each (R, M, D)."""
 
-    def __init__(self, d: int, hidden: int, gens: list[torch.Generator]):
+    def __init__(self, d: int, hidden: int, gens: list[torch.Generator], dtype: torch.dtype = torch.float64):
         super().__init__()
         self.linear = ReplicaLinear(2 * d, 2 * d, gens, "glorot_uniform")
         nn.init.zeros_(self.linear.weight)  # q starts as the small network alone, not a random linear map
         self.hidden = ReplicaLinear(2 * d, hidden, gens, "glorot_uniform")
         self.out = ReplicaLinear(hidden, 2 * d, gens, "glorot_uniform")
-        self.double()
+        self.to(dtype)
 
     def forward(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         out = self.linear(inputs) + self.out(F.relu(self.hidden(inputs)))
         return out.chunk(2, -1)
 
 
-@register("vgi", family=("factor_analysis", "flow"),
+@register("vgi", family=("factor_analysis", "flow", "vae"),
           defaults={"lr": 0.01, "lr_q": 0.01, "copies": 2, "gibbs_steps": 5, "hidden": 32, "delay": 100},
           tunable=("lr",))
-class VariationalGibbs(Method):
-    model: FactorAnalysis | Flow
+class VariationalGibbs(ObservedMoments, Method):
+    model: FactorAnalysis | Flow | GaussianLatentModel
 
-    def __init__(self, model: FactorAnalysis | Flow, **hparams):
+    def __init__(self, model: FactorAnalysis | Flow | GaussianLatentModel, **hparams):
         super().__init__(model, **hparams)
-        ref = model.observed_mean  # (R, D)
-        r, d = ref.shape[:2]
+        if isinstance(model, GaussianLatentModel):
+            ref = next(model.parameters())
+            r, d = model.replicas, model.layers[0]
+            ref = torch.zeros(r, d, dtype=ref.dtype, device=ref.device)
+        else:
+            ref = model.observed_mean  # (R, D)
+            r, d = ref.shape[:2]
         seeds = (noise.rand((r,), ref) * 2**31).long().tolist()  # each replica's network from its own stream
-        self.q = GaussianConditionals(d, self.hidden, [torch.Generator().manual_seed(s) for s in seeds]).to(ref.device)
+        self.q = GaussianConditionals(d, self.hidden, [torch.Generator().manual_seed(s) for s in seeds],
+                                      self.dtype()).to(ref.device)
         self.opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         self.opt_q = torch.optim.Adam(self.q.parameters(), lr=self.lr_q, amsgrad=True)
         self.key = torch.randn(2 * d, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(ref.device)
@@ -104,7 +118,7 @@ class VariationalGibbs(Method):
         """q(x_j | x_-j) for x (R, M, D) complete (imputed), the examples' missing indicators
         (R, M, D) and one value index per row dims (R, M): (mean, variance), each (R, M)."""
         target = F.one_hot(dims, x.shape[-1]).to(x.dtype)
-        centre, scale = self.model.observed_mean.unsqueeze(1), self.model.observed_sd.unsqueeze(1)  # (R, 1, D)
+        centre, scale = (m.unsqueeze(1) for m in self.moments())  # (R, 1, D)
         standard = (x - centre) / scale
         mean, log_var = self.q(torch.cat([standard * (1 - target), missing.to(x.dtype)], -1))
         pick = dims.unsqueeze(-1)
@@ -145,10 +159,10 @@ class VariationalGibbs(Method):
         discarded and the states of the next IMPUTE_DRAWS averaged (a Monte Carlo estimate of the
         chains' mean of x_m given x_o, the model's E[x_m | x_o] when q is its conditionals; its
         Monte Carlo error adds to an imputation error measured with it): (R, N, D)."""
-        x = x.to(torch.float64)
+        x = x.to(self.dtype())
         r, n, d = x.shape
         nan = torch.isnan(x)
-        start = torch.where(nan, self.model.observed_mean.unsqueeze(1), x)
+        start = torch.where(nan, self.moments()[0].unsqueeze(1), x)
         chains = start.unsqueeze(2).expand(-1, -1, IMPUTE_CHAINS, -1).reshape(r, n * IMPUTE_CHAINS, d).clone()
         missing = nan.unsqueeze(2).expand(-1, -1, IMPUTE_CHAINS, -1).reshape(r, n * IMPUTE_CHAINS, d)
         total = torch.zeros_like(chains)
@@ -161,7 +175,7 @@ class VariationalGibbs(Method):
     def _rows(self, x: Tensor) -> Tensor:
         """The rows of x (R, N, D) in a fixed order, whatever order the loop gives them in."""
         missing = ~torch.isfinite(x)
-        key = torch.cat([x.nan_to_num(0.0), missing.to(x.dtype)], -1) @ self.key
+        key = torch.cat([x.to(torch.float64).nan_to_num(0.0), missing.to(torch.float64)], -1) @ self.key
         return x.gather(1, key.argsort(1).unsqueeze(-1).expand_as(x))
 
     def _pre_impute(self, x: Tensor) -> None:
@@ -177,14 +191,15 @@ class VariationalGibbs(Method):
         self.missing = missing.unsqueeze(2)
 
     def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
-        x = self._rows(x.to(torch.float64))
+        x = self._rows(x.to(self.dtype()))
+        self.track(x)
         if self.pool is None or x.shape[1] != self.training_examples():  # a minibatch: fresh copies (see the docstring)
             self._pre_impute(x)
         if self.steps >= self.delay:
             self.gibbs(self.gibbs_steps)
         self.steps += 1
         imputed, missing = self._flat()
-        ll = self.model.log_prob(imputed).mean(1)
+        ll = complete_log_density(self.model, imputed).mean(1)
         self.opt.zero_grad(set_to_none=True)
         (-ll.sum()).backward()
         self.opt.step()
@@ -196,7 +211,7 @@ class VariationalGibbs(Method):
         proposal = imputed.scatter(-1, dims.unsqueeze(-1), value.unsqueeze(-1))
         log_q = -0.5 * (math.log(2 * math.pi) + variance.log() + eps.square())
         counted = missing.gather(-1, dims.unsqueeze(-1)).squeeze(-1).to(mean.dtype)  # copies with a missing value
-        bound = ((self.model.log_prob(proposal) - log_q) * counted).sum(1) / counted.sum(1).clamp_min(1)
+        bound = ((complete_log_density(self.model, proposal) - log_q) * counted).sum(1) / counted.sum(1).clamp_min(1)
         grads = torch.autograd.grad(-bound.sum(), list(self.q.parameters()))
         for p, g in zip(self.q.parameters(), grads):
             p.grad = g

@@ -275,7 +275,7 @@ def test_method_of_another_family(tmp_path):
 
 def test_method_of_several_families_names_them_all(tmp_path):
     msg = _error(tmp_path, _set("methods", "A", {"method": "vgi"}))
-    assert ("method 'vgi' trains 'factor_analysis' and 'flow' models, the claim's model is 'helmholtz'") in msg
+    assert ("method 'vgi' trains 'factor_analysis' and 'flow' and 'vae' models, the claim's model is 'helmholtz'") in msg
 
 
 def test_unknown_method(tmp_path):

@@ -1,0 +1,92 @@
+"""Models fit to data with missing values (NaN): the pieces that the VAE workload's evaluation of an
+incomplete split (bench/workloads/gaussian_latent.py), MIWAE (methods/miwae.py), VGI (methods/vgi.py)
+and mean imputation (methods/mean_imputation.py) share.
+
+Gaussian-latent models (``vae``, ``dlgm``; bench/models/vae.py):
+
+p(x | z) factorises over the values, so the observed values' likelihood is the product over the
+observed ones alone, p(x_o | z) = prod_{j observed} p(x_j | z), and for any proposal q(z | x~)
+
+    log p(x_o) >= E log (1/K) sum_k p(x_o | z_k) p(z_k) / q(z_k | x~),   z_k ~ q(z | x~),
+
+with equality as K grows (Burda et al. 2016; with x~ the zero-filled data this is MIWAE's bound,
+Mattei & Frellsen 2019, "MIWAE: deep generative modelling and imputation of incomplete data sets",
+ICML; with K = 1 the MVAE's ELBO of Nazabal et al. 2020). The encoder reads x~ = x with each missing
+value replaced by `fill` (0 by default, MIWAE's zero imputation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bench.core.missing import observed_moments
+from bench.models.vae import GaussianLatentModel
+
+
+def pixel_log_prob(model: GaussianLatentModel, x: Tensor, h: Tensor) -> Tensor:
+    """log p(x_j | h) per value, unsummed: x (R, B, D), h (R, K, B, d) -> (R, K, B, D)."""
+    a, log_var = model.data._params(h)
+    x = x.unsqueeze(1)
+    if log_var is None:
+        return x * a - F.softplus(a)  # Bernoulli with logits a
+    return -0.5 * ((x - a).square() / log_var.exp() + log_var + math.log(2 * math.pi))
+
+
+def observed_log_weights(model: GaussianLatentModel, x: Tensor, k: int, fill: float = 0.0) -> Tensor:
+    """log w_k = log p(x_o | z_k) + log p(z_k) - log q(z_k | x~), z_k ~ q(z | x~), x~ = x with its
+    missing (NaN) values at `fill`: (R, K, B) for x (R, B, D). Equal in distribution to
+    ``model.log_weights`` on complete x; differentiable (reparameterised) with gradients enabled."""
+    observed = torch.isfinite(x)
+    filled = torch.where(observed, x, torch.as_tensor(fill, dtype=x.dtype, device=x.device))
+    zs, log_q = model.sample_q(filled, k)
+    data = (pixel_log_prob(model, filled, model.decoder_input(zs)) * observed.unsqueeze(1)).sum(-1)
+    return model.log_prior(zs) + data - log_q
+
+
+def complete_elbo(model: GaussianLatentModel, x: Tensor) -> Tensor:
+    """The one-sample ELBO of complete x (R, B, D), the stand-in for log p(x) that VGI and mean
+    imputation maximise for a VAE: analytic KL for one stochastic layer (AEVB's estimator B),
+    else log w of one sample; (R, B), differentiable in the model's parameters and in x."""
+    if len(model.layers) == 2:
+        return model.elbo_analytic_kl(x, 1)
+    return model.log_weights(x, 1)[:, 0]
+
+
+def complete_log_density(model: nn.Module, x: Tensor) -> Tensor:
+    """What VGI and mean imputation maximise on complete (imputed) x (R, B, D): log p(x), exact for
+    factor analysis and flows, the one-sample ELBO for a VAE; (R, B)."""
+    if isinstance(model, GaussianLatentModel):
+        return complete_elbo(model, x)
+    return model.log_prob(x)
+
+
+class ObservedMoments:
+    """The observed training mean and standard deviation (R, D) the methods standardise by and
+    impute with: the model's buffers (factor analysis, flows, set by the workload's ``prepare``), or,
+    for a model without them (a VAE), those of the first batch `track` sees (the training set when
+    batch_size = N), in the model's dtype."""
+
+    model: nn.Module
+    _moments: tuple[Tensor, Tensor] | None = None
+
+    def dtype(self) -> torch.dtype:
+        if isinstance(self.model, GaussianLatentModel):
+            return next(self.model.parameters()).dtype
+        return torch.float64
+
+    def track(self, x: Tensor) -> None:
+        if self._moments is None and not hasattr(self.model, "observed_mean"):
+            moments = [observed_moments(rows) for rows in x]  # per replica: (D,), (D,)
+            self._moments = (torch.stack([m for m, _ in moments]).to(x.dtype),
+                             torch.stack([v for _, v in moments]).sqrt().to(x.dtype))
+
+    def moments(self) -> tuple[Tensor, Tensor]:
+        if hasattr(self.model, "observed_mean"):
+            return self.model.observed_mean, self.model.observed_sd
+        if self._moments is None:
+            raise RuntimeError(f"{type(self).__name__}: no observed training moments before the first step")
+        return self._moments
