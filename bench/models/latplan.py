@@ -17,9 +17,10 @@ x - m, m the training mean image (a fixed buffer, D values), and the decoder's o
 at logit(m) (IWAE's output bias, Burda et al. 2016), so training starts from the mean image
 instead of spending its first updates learning it.
 
-Batch normalisation (`batch_norm: true`, as Latplan's code builds the SAE: Dense -> BatchNorm ->
-ReLU in every hidden layer of the encoder and the decoder; Ioffe & Szegedy 2015): each hidden
-layer's pre-activations are normalised per replica over the minibatch in training mode, and by
+Batch normalisation (`batch_norm: true`; Ioffe & Szegedy 2015), in every hidden layer of the
+encoder and the decoder as Latplan's fully connected SAE has it (guicho271828/latplan,
+latplan/mixins/encoder_decoder.py: Dense + ReLU, then BN, then dropout; here Dense, BN, ReLU, with
+no BN on the decoder's input bits and no dropout): each hidden layer's pre-activations are normalised per replica over the minibatch in training mode, and by
 running averages in evaluation mode (`model.eval()`, which the workload sets for every
 evaluation, so a test-time code never depends on the other images of its batch).
 """
