@@ -40,6 +40,7 @@ class SAEGumbel(Method):
         return self.tau_start * (self.tau_end / self.tau_start) ** frac
 
     def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        self.model.train()  # batch norm on minibatch statistics (the workload evaluates in eval mode)
         logits = self.model.logits(x)
         bce = self.model.cross_entropy(x, self.model.decode(self.model.relaxed(logits, self.temperature())))
         loss = (bce + self.model.kl_uniform(logits)).mean(1)  # (R,)

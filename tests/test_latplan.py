@@ -255,3 +255,81 @@ def test_the_data_dependent_start_reconstructs_the_training_mean():
     shifted.load_state_dict(model.state_dict())
     shifted.input_mean.zero_()
     assert torch.allclose(shifted.logits(x.expand(2, -1, -1) - x.mean(0)), model.logits(x.expand(2, -1, -1)))
+
+
+@pytest.mark.parametrize("collapse", [False, True])
+def test_noiseless_noisy_planning_is_the_plan_metric(monkeypatch, collapse: bool):
+    """LP-3 at noise 0 (sigma 0, p 0) plans exactly LP-2's instances: its solvable fraction is
+    plan_valid, for a model that solves every instance and one that solves none."""
+    import bench.workloads.latplan as lp
+    monkeypatch.setattr(lp, "NOISES", {"gaussian": 0.0, "saltpepper": 0.0})
+    tiles = _synthetic_tiles(3).reshape(9, -1) / 255.0
+    states = puzzle8.random_states(PLAN_INSTANCES + 5, np.random.default_rng(4))
+    x = torch.as_tensor(puzzle8.render(states, tiles.reshape(9, 14, 14)), dtype=torch.float64).expand(2, -1, -1)
+    y = torch.as_tensor(puzzle8.rank(states)).expand(2, -1)
+    final = workload_for("latplan").final_metrics(_Oracle(tiles, 2, collapse), x, y, "test")
+    for kind in ("gaussian", "saltpepper"):
+        assert final[f"noisy_{kind}_plan_valid"].tolist() == final["plan_valid"].tolist() == [float(not collapse)] * 2
+
+
+class _Recorder(_Oracle):
+    """The oracle, recording every batch of images it codes."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.seen: list[np.ndarray] = []
+
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x[0].numpy().copy())
+        return super().code(x)
+
+
+def test_noise_touches_only_the_init_and_goal_images_and_is_reproducible():
+    """The action model's images are the clean renders; the noisy batches are exactly the P initial
+    then the P goal images, corrupted, and the same on a second run (a fixed seeded generator)."""
+    from bench.workloads.latplan import NOISES, _instances, _noisy
+    tiles = _synthetic_tiles(3).reshape(9, -1) / 255.0
+    states = puzzle8.random_states(PLAN_INSTANCES + 5, np.random.default_rng(4))
+    x = torch.as_tensor(puzzle8.render(states, tiles.reshape(9, 14, 14)), dtype=torch.float64).expand(2, -1, -1)
+    y = torch.as_tensor(puzzle8.rank(states)).expand(2, -1)
+    runs = []
+    for _ in range(2):
+        model = _Recorder(tiles, 2)
+        final = workload_for("latplan").final_metrics(model, x, y, "test")
+        runs.append((model.seen, final))
+    (seen, final), (again, final_again) = runs
+    balls, goals = _instances(states[:PLAN_INSTANCES])
+    clean_all = puzzle8.render(np.concatenate([*balls, goals]), tiles.reshape(9, 14, 14))
+    clean = puzzle8.render(np.concatenate([np.stack([b[0] for b in balls]), goals]), tiles.reshape(9, 14, 14))
+    assert len(seen) == 1 + len(NOISES) and np.array_equal(seen[0], clean_all)
+    for kind, batch in zip(NOISES, seen[1:]):
+        assert batch.shape == clean.shape and not np.array_equal(batch, clean)
+        assert np.array_equal(batch, _noisy(clean, kind))
+    assert abs((seen[1] - clean).std() - NOISES["gaussian"]) < 0.01
+    changed = (seen[2] != clean).mean()
+    assert 0.5 * NOISES["saltpepper"] < changed <= NOISES["saltpepper"]
+    assert set(np.unique(seen[2][seen[2] != clean])) <= {0.0, 1.0}
+    assert all(np.array_equal(a, b) for a, b in zip(seen, again))
+    assert {k: v.tolist() for k, v in final.items()} == {k: v.tolist() for k, v in final_again.items()}
+
+
+def test_batch_norm_codes_by_running_averages_in_evaluation():
+    """With batch norm the workload evaluates in eval mode (a code never depends on its batch) and
+    hands the model back in training mode; the running averages move only in training."""
+    model = StateAutoencoder([12, 16, 5], [0, 1], batch_norm=True).double()
+    assert len(model.encoder_norms) == 1 and len(model.decoder_norms) == 1
+    x = torch.rand(2, 64, 12, dtype=torch.float64)
+    method = SAEGumbel(model, lr=1e-2, anneal_updates=50)
+    method.prepare(64)
+    with noise.replica_noise([0, 1], "cpu"):
+        for _ in range(5):
+            method.step(x)
+    before = model.encoder_norms[0].running_mean.clone()
+    model.eval()
+    whole, part = model.code(x), model.code(x[:, :7])
+    assert torch.equal(whole[:, :7], part) and torch.equal(model.encoder_norms[0].running_mean, before)
+    model.train()
+    from bench.workloads.latplan import _evaluating
+    with _evaluating(model):
+        assert not model.training
+    assert model.training

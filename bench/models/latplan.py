@@ -16,6 +16,13 @@ Data-dependent initialisation (`initialize_from_data`, the workload's `prepare`)
 x - m, m the training mean image (a fixed buffer, D values), and the decoder's output bias starts
 at logit(m) (IWAE's output bias, Burda et al. 2016), so training starts from the mean image
 instead of spending its first updates learning it.
+
+Batch normalisation (`batch_norm: true`; Ioffe & Szegedy 2015), in every hidden layer of the
+encoder and the decoder as Latplan's fully connected SAE has it (guicho271828/latplan,
+latplan/mixins/encoder_decoder.py: Dense + ReLU, then BN, then dropout; here Dense, BN, ReLU, with
+no BN on the decoder's input bits and no dropout): each hidden layer's pre-activations are normalised per replica over the minibatch in training mode, and by
+running averages in evaluation mode (`model.eval()`, which the workload sets for every
+evaluation, so a test-time code never depends on the other images of its batch).
 """
 
 from __future__ import annotations
@@ -35,20 +42,51 @@ def _stack(sizes: list[int], gens: list[torch.Generator], init: str) -> nn.Modul
     return nn.ModuleList(ReplicaLinear(a, b, gens, init) for a, b in zip(sizes, sizes[1:]))
 
 
-def _forward(linears: nn.ModuleList, h: Tensor) -> Tensor:
-    """ReLU after every layer but the last (logits)."""
+class ReplicaBatchNorm(nn.Module):
+    """Batch normalisation of (R, B, H) per replica over B: scale 1 and shift 0 at the start; the
+    running mean and unbiased variance (momentum 0.1, as torch's BatchNorm1d) serve evaluation."""
+
+    def __init__(self, replicas: int, width: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.weight = nn.Parameter(torch.ones(replicas, 1, width))
+        self.bias = nn.Parameter(torch.zeros(replicas, 1, width))
+        self.register_buffer("running_mean", torch.zeros(replicas, 1, width))
+        self.register_buffer("running_var", torch.ones(replicas, 1, width))
+
+    def forward(self, h: Tensor) -> Tensor:
+        if self.training:
+            mean, var = h.mean(1, keepdim=True), h.var(1, unbiased=False, keepdim=True)
+            with torch.no_grad():
+                n = h.shape[1]
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (h - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
+def _norms(sizes: list[int], replicas: int, on: bool) -> nn.ModuleList:
+    """One batch norm per hidden layer of a stack of `sizes` (none when off)."""
+    return nn.ModuleList(ReplicaBatchNorm(replicas, w) for w in sizes[1:-1]) if on else nn.ModuleList()
+
+
+def _forward(linears: nn.ModuleList, norms: nn.ModuleList, h: Tensor) -> Tensor:
+    """ReLU (after batch norm, when on) after every layer but the last (logits)."""
     for i, linear in enumerate(linears):
         h = linear(h)
         if i < len(linears) - 1:
-            h = torch.relu(h)
+            h = torch.relu(norms[i](h) if len(norms) else h)
     return h
 
 
 @register_family("latplan")
 class StateAutoencoder(nn.Module):
-    """The SAE: `layers` = [D, hidden..., N bits]; `init` one of bench.nn.linear.INITS."""
+    """The SAE: `layers` = [D, hidden..., N bits]; `init` one of bench.nn.linear.INITS;
+    `batch_norm` after every hidden layer (Latplan's code) or none."""
 
-    def __init__(self, layers: list[int], seeds: list[int], init: str = "glorot_uniform"):
+    def __init__(self, layers: list[int], seeds: list[int], init: str = "glorot_uniform",
+                 batch_norm: bool = False):
         super().__init__()
         if len(layers) < 2 or init not in INITS:
             raise ValueError(f"latplan: layers [D, hidden..., N] and init in {INITS}; got {layers}, {init!r}")
@@ -56,6 +94,8 @@ class StateAutoencoder(nn.Module):
         gens = noise.replica_generators(seeds)
         self.encoder = _stack([*layers[:-1], 2 * self.bits], gens, init)
         self.decoder = _stack(layers[::-1], gens, init)
+        self.encoder_norms = _norms([*layers[:-1], 2 * self.bits], len(seeds), bool(batch_norm))
+        self.decoder_norms = _norms(layers[::-1], len(seeds), bool(batch_norm))
         self.register_buffer("input_mean", torch.zeros(layers[0]))
 
     @torch.no_grad()
@@ -69,7 +109,7 @@ class StateAutoencoder(nn.Module):
 
     def logits(self, x: Tensor) -> Tensor:
         """Encoder logits: x (R, B, D) -> (R, B, N, 2)."""
-        return _forward(self.encoder, x - self.input_mean.to(x)).unflatten(-1, (self.bits, 2))
+        return _forward(self.encoder, self.encoder_norms, x - self.input_mean.to(x)).unflatten(-1, (self.bits, 2))
 
     def code(self, x: Tensor) -> Tensor:
         """The deterministic test-time code: x (R, B, D) -> (R, B, N) in {0., 1.} (argmax per bit)."""
@@ -84,7 +124,7 @@ class StateAutoencoder(nn.Module):
 
     def decode(self, z: Tensor) -> Tensor:
         """Pixel logits: bits z (R, B, N) -> (R, B, D)."""
-        return _forward(self.decoder, z)
+        return _forward(self.decoder, self.decoder_norms, z)
 
     @staticmethod
     def cross_entropy(x: Tensor, pixel_logits: Tensor) -> Tensor:

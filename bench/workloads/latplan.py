@@ -35,11 +35,20 @@ action: preconditions the before-code's bits, effects the flips) from code(init 
 code(goal image), solved by pyperplan 2.1's A* with the blind heuristic (a shortest plan); its
 plans are decoded and validated as above:
 'pddl_plan_valid', 'pddl_plan_optimal', 'pddl_plan_suboptimal'.
+
+LP-3 (noise robustness): the same instances, the init and goal images corrupted (only those two
+per instance; AMA1's transitions stay those of the clean images) by a fixed seeded generator
+(NOISES, NOISE_SEED: Gaussian sigma 0.3, not clipped; salt-and-pepper, each pixel 0 or 1 with
+probability 0.06), planned by the blind BFS from code(noisy init) to code(noisy goal) and validated
+by the simulator from the true initial state to the true goal:
+'noisy_gaussian_plan_valid', 'noisy_saltpepper_plan_valid' (the solvable fraction; at noise 0 it is
+'plan_valid').
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -58,7 +67,10 @@ PLAN_INSTANCES = 20  # the research notes' quick setup: 20 instances at distance
 PLAN_DISTANCE = 7
 PLAN_SEED = 7  # draws each goal among the states PLAN_DISTANCE moves from its initial state
 STEP_METRICS = ("bce", "roundtrip", "collisions")
-PLAN_METRICS = tuple(f"{p}_{m}" for p in ("plan", "pddl_plan") for m in ("valid", "optimal", "suboptimal"))
+NOISES = {"gaussian": 0.3, "saltpepper": 0.06}  # LP-3: sigma of N(0, sigma^2) per pixel; p of a flipped pixel
+NOISE_SEED = 3  # the noise on the init/goal images: numpy.random.default_rng([NOISE_SEED, kind's index])
+PLAN_METRICS = (*(f"{p}_{m}" for p in ("plan", "pddl_plan") for m in ("valid", "optimal", "suboptimal")),
+                *(f"noisy_{kind}_plan_valid" for kind in NOISES))
 
 
 def _states(y: Tensor | None) -> np.ndarray:
@@ -105,16 +117,29 @@ def _instances(starts: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     return balls, np.array(goals, dtype=np.int64)
 
 
-def _plan(ball: np.ndarray, codes: np.ndarray, goal_code: bytes) -> list[np.ndarray] | None:
-    """BFS in AMA1's latent graph over one ball (states (M, 9), their codes (M, N) uint8) from the
-    code of ball[0] to goal_code: the plan's codes, or None."""
+def _noisy(images: np.ndarray, kind: str) -> np.ndarray:
+    """LP-3's corruption of images (M, D) in [0, 1], reproducible (a generator seeded by NOISE_SEED
+    and the kind): 'gaussian' adds N(0, sigma^2) to every pixel (not clipped: the encoder reads any
+    real input); 'saltpepper' sets each pixel with probability p to 0 or 1 (even odds)."""
+    rng = np.random.default_rng([NOISE_SEED, list(NOISES).index(kind)])
+    level = NOISES[kind]
+    if kind == "gaussian":
+        return images + rng.normal(0.0, level, images.shape) if level > 0 else images.copy()
+    hit, salt = rng.random(images.shape) < level, rng.random(images.shape) < 0.5
+    return np.where(hit, salt.astype(images.dtype), images)
+
+
+def _plan(ball: np.ndarray, codes: np.ndarray, goal_code: bytes,
+          start_code: bytes | None = None) -> list[np.ndarray] | None:
+    """BFS in AMA1's latent graph over one ball (states (M, 9), their codes (M, N) uint8) from
+    start_code (by default the code of ball[0]) to goal_code: the plan's codes, or None."""
     key = {tuple(s): c.tobytes() for s, c in zip(ball.tolist(), codes)}
     graph: dict[bytes, list[bytes]] = defaultdict(list)
     for s, c in key.items():
         for t in puzzle8.successors(s):
             if t in key and key[t] not in graph[c]:
                 graph[c].append(key[t])
-    path = bfs_path(graph, key[tuple(ball[0].tolist())], goal_code)
+    path = bfs_path(graph, key[tuple(ball[0].tolist())] if start_code is None else start_code, goal_code)
     return None if path is None else [np.frombuffer(c, dtype=np.uint8) for c in path]
 
 
@@ -124,6 +149,17 @@ def _transitions(ball: np.ndarray, codes: np.ndarray) -> np.ndarray:
     key = {tuple(s): c for s, c in zip(ball.tolist(), codes)}
     pairs = [np.stack([c, key[t]]) for s, c in key.items() for t in puzzle8.successors(s) if t in key]
     return np.unique(np.stack(pairs), axis=0)
+
+
+@contextmanager
+def _evaluating(model: torch.nn.Module):
+    """The model in evaluation mode (batch norm on its running averages), its mode restored after."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
 
 
 @register_workload("latplan")
@@ -146,6 +182,10 @@ class LatplanWorkload(Workload):
     @torch.no_grad()
     def metrics(self, model: StateAutoencoder, method: Method, x: Tensor, k: int,
                 y: Tensor | None) -> dict[str, Tensor]:
+        with _evaluating(model):
+            return self._step_metrics(model, x, y)
+
+    def _step_metrics(self, model: StateAutoencoder, x: Tensor, y: Tensor | None) -> dict[str, Tensor]:
         states = _states(y)
         tiles = puzzle8.templates(x[0, 0].double().cpu().numpy(), states[0])
         codes = model.code(x)
@@ -160,6 +200,10 @@ class LatplanWorkload(Workload):
 
     @torch.no_grad()
     def final_metrics(self, model: StateAutoencoder, x: Tensor, y: Tensor | None, split: str) -> dict[str, Tensor]:
+        with _evaluating(model):
+            return self._plan_metrics(model, x, y)
+
+    def _plan_metrics(self, model: StateAutoencoder, x: Tensor, y: Tensor | None) -> dict[str, Tensor]:
         states = _states(y)
         if len(states) < PLAN_INSTANCES:
             raise ConfigError(f"latplan planning needs {PLAN_INSTANCES} evaluated states; got {len(states)}")
@@ -179,7 +223,20 @@ class LatplanWorkload(Workload):
                          "pddl": AMA1Planner(_transitions(ball, ball_codes)).plan(ball_codes[0], goal_code)}
                 for name, plan in plans.items():
                     scores[name][i, j], optimal[name][i, j] = _judge(model, i, plan, x, tiles, ball[0], goals[j])
-        out = {}
+        # LP-3: the same instances from noisy init/goal images (the action model stays AMA1's clean
+        # transitions); a plan counts when the simulator validates it from the true init to the true goal
+        clean = images[[*bounds[:-1], *range(bounds[-1], len(images))]]  # the P init, then the P goal images
+        for kind in NOISES:
+            noisy = model.code(torch.as_tensor(_noisy(clean, kind), dtype=x.dtype, device=x.device).expand(r, -1, -1))
+            noisy_bits = noisy.to(torch.uint8).cpu().numpy()  # (R, 2P, N)
+            solved = np.zeros((r, PLAN_INSTANCES))
+            for i in range(r):
+                for j, ball in enumerate(balls):
+                    plan = _plan(ball, bits[i, bounds[j]:bounds[j + 1]], noisy_bits[i, PLAN_INSTANCES + j].tobytes(),
+                                 noisy_bits[i, j].tobytes())
+                    solved[i, j] = _judge(model, i, plan, x, tiles, ball[0], goals[j])[0]
+            scores[f"noisy_{kind}"] = solved
+        out = {f"noisy_{kind}_plan_valid": torch.tensor(scores[f"noisy_{kind}"].mean(1)) for kind in NOISES}
         for name, prefix in (("bfs", "plan"), ("pddl", "pddl_plan")):
             out[f"{prefix}_valid"] = torch.tensor(scores[name].mean(1))
             out[f"{prefix}_optimal"] = torch.tensor(optimal[name].mean(1))
