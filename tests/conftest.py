@@ -123,3 +123,20 @@ def classification_data(replicas: int, n: int = 40, d: int = 6, classes: int = 3
     x = torch.rand(n, d, generator=g, dtype=torch.float64)
     y = torch.randint(classes, (n,), generator=g)
     return x.expand(replicas, -1, -1).contiguous(), y.expand(replicas, -1).contiguous()
+
+
+def assert_blind_to_hidden_values(outputs, data, same, moved, methods) -> None:
+    """A method fit to incomplete data never reads the values behind its mask: `outputs(x, name)`
+    returns (step outputs dict, parameters, *more tensors) after a few steps on x; on `same` (other
+    values at the masked entries) every output is identical, on `moved` (an observed value changed)
+    each step output and extra tensor differs."""
+    for name in methods:
+        first, again, changed = outputs(data, name), outputs(same, name), outputs(moved, name)
+        for key in first[0]:
+            torch.testing.assert_close(first[0][key], again[0][key], rtol=0, atol=0)
+            assert not torch.equal(first[0][key], changed[0][key])
+        for p, q in zip(first[1], again[1]):
+            torch.testing.assert_close(p, q, rtol=0, atol=0)
+        for a, b, c in zip(first[2:], again[2:], changed[2:]):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+            assert not torch.equal(a, c)
