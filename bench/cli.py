@@ -226,11 +226,12 @@ def cmd_select(args: argparse.Namespace) -> None:
 
 
 def cmd_verdict(args: argparse.Namespace) -> None:
+    from bench.report.markdown import no_zero_width
     from bench.report.verdicts import evaluate_claim
 
     check_profile(args.profile)
     outcome = evaluate_claim(get_claim(args.claim), args.profile, Path(args.root))
-    print(f"{args.claim} [{args.profile}]: {outcome['verdict']} -- {outcome['detail']}")
+    print(f"{args.claim} [{args.profile}]: {outcome['verdict']} -- {no_zero_width(outcome['detail'])}")
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:

@@ -15,7 +15,7 @@ from docutils.core import publish_parts
 
 from bench.claims.catalog import Claim
 from bench.claims.stats import estimate_words
-from bench.report.markdown import _method_markdown, _no_zero_width, summary_rst_path, write_report
+from bench.report.markdown import _method_markdown, no_zero_width, summary_rst_path, write_report
 
 SPEC = {"id": "toy-better", "statement": "A beats B by *more* than 1 nat (x_1 | y).", "paper": "Toy et al. 2024",
         "verdict": {"rule": "better", "pairs": [["A", "B"]], "margin": 1},
@@ -137,7 +137,7 @@ def test_tuning_convergence_and_health_are_shown_and_an_old_verdict_says_it_is_o
 def test_no_interval_of_zero_width_is_printed():
     """Issue 12: an old verdict's `0.71 [0.71, 0.71]` (one clock for all seeds) reads as no interval;
     a real but narrow interval gets the decimals it needs."""
-    assert _no_zero_width("ratio 0.71 [0.71, 0.71]; Δ +3.00 [+2.00, +4.00]") == (
+    assert no_zero_width("ratio 0.71 [0.71, 0.71]; Δ +3.00 [+2.00, +4.00]") == (
         "ratio 0.71 (one value for all seeds: no interval); Δ +3.00 [+2.00, +4.00]")
     assert estimate_words(0.00026, 0.00021, 0.00031, "+") == "+0.00026 [+0.00021, +0.00031]"
     assert estimate_words(-135.36, -138.38, -132.33) == "-135.36 [-138.38, -132.33]"
@@ -174,3 +174,15 @@ def test_substitutions_follow_the_verdict_in_the_summary_and_end_the_verdict_lin
     html = publish_parts(rst, writer="html", settings_overrides={"report_level": 5, "halt_level": 2})["html_body"]
     assert "✅ reproduced (substitutions: another estimator (paper: AIS); k = 5 for the paper&#x27;s k = 50)" in html \
         or "✅ reproduced (substitutions: another estimator (paper: AIS); k = 5 for the paper's k = 50)" in html
+
+
+def test_the_verdict_command_prints_no_interval_of_zero_width(monkeypatch, capsys):
+    """`python -m bench verdict` (the line each claim job prints) reads `0 [0, 0]` as no interval,
+    as the report does (the fresh-user trial saw `SAE: 0 [0, 0] vs required > 0.5` on the terminal)."""
+    from bench.cli import main
+
+    outcome = {"verdict": "inconclusive", "detail": "SAE: 0 [0, 0] vs required > 0.5"}
+    monkeypatch.setattr("bench.report.verdicts.evaluate_claim", lambda claim, profile, root: outcome)
+    assert main(["verdict", "rws-beats-ws", "--profile", "smoke"]) in (0, None)
+    out = capsys.readouterr().out
+    assert "[0, 0]" not in out and "SAE: 0 (one value for all seeds: no interval) vs required > 0.5" in out

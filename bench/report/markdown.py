@@ -123,7 +123,7 @@ def _method_markdown(outcome: dict[str, Any]) -> str:
 ZERO_WIDTH = re.compile(r"([-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?) \[\1, \1\]")
 
 
-def _no_zero_width(text: str) -> str:
+def no_zero_width(text: str) -> str:
     """An interval printed with zero width (verdicts computed before the protocol: one clock shared
     by the seeds, an evaluation grid) is no interval: say so instead of printing it."""
     return ZERO_WIDTH.sub(r"\1 (one value for all seeds: no interval)", text)
@@ -171,7 +171,7 @@ def _claim_entries(root: Path, shown: tuple[str, ...], claims: dict[str, Claim])
             # what the profile ran instead of the paper's setup: the verdict's own record, or (a verdict
             # computed before claims listed them, or none yet) the claim's list, added to the detail
             subs = o["substitutions"] if o and "substitutions" in o else claim.substitutions(p)
-            detail = _no_zero_width(o["detail"]) if o else ""
+            detail = no_zero_width(o["detail"]) if o else ""
             if o and "substitutions" not in o and subs:
                 detail += f"; substitutions: {'; '.join(subs)}"
             profiles.append({
@@ -179,7 +179,7 @@ def _claim_entries(root: Path, shown: tuple[str, ...], claims: dict[str, Claim])
                 "verdict": _verdict_mark(o),
                 "substitutions": subs,
                 "verdict_line": _verdict_mark(o) + (f" (substitutions: {'; '.join(subs)})" if subs else ""),
-                "headline": _no_zero_width(o["headline"]) if o else "—",
+                "headline": no_zero_width(o["headline"]) if o else "—",
                 "detail": detail,
                 "method_table": _method_markdown(o) if o and o["methods"] else "",
                 "tuning_table": _tuning_markdown(o) if o and o.get("tuning") else "",
