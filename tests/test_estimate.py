@@ -5,6 +5,7 @@ budget, sizes the splits as the data preparation does, and the command line prin
 from __future__ import annotations
 
 import csv
+import time
 from dataclasses import replace
 
 import pytest
@@ -172,3 +173,26 @@ def test_a_packed_grid_is_costed_as_one_run_of_its_points_as_replicas(plans, tmp
                          meter)
     assert share.seconds * job.packed == pytest.approx(whole.seconds)
     assert "packed tuning runs as replicas" in share.why()
+
+
+class _FixedCostLoop:
+    """A stand-in for bench.engine.loop.Loop whose evaluation costs `seconds` whatever the examples
+    (an RBM's AIS log Z), longer than the meter's max_seconds."""
+
+    def __init__(self, seconds: float, n: int = 1000):
+        self.seconds = seconds
+        self.eval_sets = {"test": (torch.zeros(n, 3), None)}
+        self.rows: list = []
+
+    def evaluate(self, k: int, splits: tuple[str, ...]) -> None:
+        time.sleep(self.seconds)
+
+
+def test_a_fixed_evaluation_cost_is_not_projected_per_example():
+    """One slice cannot separate a fixed part from a per-example one; projecting a slow first
+    slice as all per-example made one RBM run's AIS evaluation 10^4 times too long."""
+    meter = cost.Meter(torch.device("cpu"), warmup=1, steps=2, max_seconds=0.05, min_eval_seconds=0.01)
+    fit = meter._time_evaluation(_FixedCostLoop(0.1), k=10, warm=True)
+    assert len(fit.examples) >= 2
+    assert fit(1000) < 0.5, f"a fixed 0.1 s evaluation projected to {fit(1000):.1f} s for 1000 examples"
+    assert fit.fixed > 0.05

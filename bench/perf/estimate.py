@@ -29,7 +29,8 @@ a run builds it (bench.engine.train.prepare_data, bench.engine.loop.Loop), then
 * an evaluation at each K the class's runs use (the curve's eval_k, the final final_eval_k / 10
   and final_eval_k): one evaluation of 1, 4, 16, ... examples of the largest evaluated split, until
   it takes `min_eval_seconds` and twice the time of one example (or the split is used up, or
-  `max_seconds` are spent; a longer stride while the fixed part dominates), fitted by least
+  `max_seconds` are spent, but never fewer than two slices; a longer stride while the fixed part
+  dominates), fitted by least
   squares as fixed seconds + seconds per example: some metrics have a fixed part (BiHM's log Z
   from z_samples dreams, exact enumeration of a toy model's normaliser), the rest is linear in
   the examples. The fit is applied to each evaluated split's example count.
@@ -367,8 +368,10 @@ class Meter:
                 once(1)
             points = [(1, once(1))]
             spent = points[0][1]
-            while points[-1][0] < total and spent < self.max_seconds and (
-                    points[-1][1] < self.min_eval_seconds or points[-1][1] < 2 * points[0][1]):
+            # a second slice even past max_seconds: one point cannot tell a fixed part (an RBM's AIS
+            # log Z) from a per-example one, and calling it all per-example over-states a run 10^4-fold
+            while points[-1][0] < total and (len(points) < 2 or spent < self.max_seconds and (
+                    points[-1][1] < self.min_eval_seconds or points[-1][1] < 2 * points[0][1])):
                 # a time still dominated by the fixed part: a longer stride, so the slope shows
                 fixed = len(points) > 1 and points[-1][1] < 1.25 * points[0][1]
                 n = min(total, points[-1][0] * (16 if fixed else 4))
@@ -377,9 +380,9 @@ class Meter:
         finally:
             loop.eval_sets = sets
         loop.rows.clear()  # the measurement's rows are not needed
-        if len(points) < 2:
+        if len(points) < 2:  # a split of one example
             (n, t), = points
-            return Fit(0.0, t / n, [n])
+            return Fit(t, 0.0, [n])
         # least squares through every slice: the small ones pin the fixed part, the large one the slope
         mean_n = sum(n for n, _ in points) / len(points)
         mean_t = sum(t for _, t in points) / len(points)
