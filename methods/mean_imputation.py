@@ -11,9 +11,8 @@ without its imputation chains. The imputed values never change, so the fit is th
 a data set whose missing entries sit at the mean, with the variances and covariances shrunk.
 
 The means are the model's ``observed_mean`` (set from the whole training set by the workload's
-``prepare``), so any batch size imputes the same values, and new data too (`impute`); a VAE holds
-none, so they are those of the first batch the method is given (the training set at batch_size =
-N, as the claims run: full batch), in the VAE's float32. Returns 'll_imputed', the mean log p(x~)
+``prepare``; a VAE's in its float32), so any batch size imputes the same values, and new data too
+(`impute`). Returns 'll_imputed', the mean log p(x~)
 of the completed data before the update, in nats.
 """
 
@@ -38,7 +37,6 @@ class MeanImputation(ObservedMoments, Method):
         self.opt = torch.optim.Adam(model.parameters(), lr=self.lr)
 
     def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
-        self.track(x.to(self.dtype()))
         ll = complete_log_density(self.model, self.impute(x)).mean(1)
         self.opt.zero_grad(set_to_none=True)
         (-ll.sum()).backward()

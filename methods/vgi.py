@@ -46,8 +46,8 @@ again by sorting the rows on a fixed random projection of their values and missi
 copies). On a smaller batch (the smoke profile) rows cannot be told apart across steps, so each
 batch is pre-imputed afresh and its chains run only that step's Gibbs updates: a degraded VGI,
 not the paper's. The conditionals' standardisation is the model's observed training mean and
-standard deviation (``observed_mean``, ``observed_sd``; a VAE holds none, so the method takes them
-from the first batch it is given, the training set at batch_size = N). A VAE is trained in its own
+standard deviation (``observed_mean``, ``observed_sd``, set from the whole training split by the
+workload's ``prepare``). A VAE is trained in its own
 float32, the other families in float64. Returns 'll_imputed' (mean log p_theta over
 the copies before the update, nats) and 'vgi_bound' (the variational objective of step 3, nats per
 updated value). Its imputation of new data (`impute`, a workload's imputation error) averages
@@ -97,13 +97,8 @@ class VariationalGibbs(ObservedMoments, Method):
 
     def __init__(self, model: FactorAnalysis | Flow | GaussianLatentModel, **hparams):
         super().__init__(model, **hparams)
-        if isinstance(model, GaussianLatentModel):
-            ref = next(model.parameters())
-            r, d = model.replicas, model.layers[0]
-            ref = torch.zeros(r, d, dtype=ref.dtype, device=ref.device)
-        else:
-            ref = model.observed_mean  # (R, D)
-            r, d = ref.shape[:2]
+        ref = model.observed_mean  # (R, D), in the model's dtype
+        r, d = ref.shape[:2]
         seeds = (noise.rand((r,), ref) * 2**31).long().tolist()  # each replica's network from its own stream
         self.q = GaussianConditionals(d, self.hidden, [torch.Generator().manual_seed(s) for s in seeds],
                                       self.dtype()).to(ref.device)
@@ -192,7 +187,6 @@ class VariationalGibbs(ObservedMoments, Method):
 
     def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         x = self._rows(x.to(self.dtype()))
-        self.track(x)
         if self.pool is None or x.shape[1] != self.training_examples():  # a minibatch: fresh copies (see the docstring)
             self._pre_impute(x)
         if self.steps >= self.delay:

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.core.missing import observed_moments
 from bench.models.vae import GaussianLatentModel
 
 
@@ -65,28 +64,17 @@ def complete_log_density(model: nn.Module, x: Tensor) -> Tensor:
 
 
 class ObservedMoments:
-    """The observed training mean and standard deviation (R, D) the methods standardise by and
-    impute with: the model's buffers (factor analysis, flows, set by the workload's ``prepare``), or,
-    for a model without them (a VAE), those of the first batch `track` sees (the training set when
-    batch_size = N), in the model's dtype."""
+    """The observed training mean and standard deviation (R, D) that VGI and mean imputation
+    standardise by and impute with: the model's buffers ``observed_mean``, ``observed_sd``, set from
+    the whole training split by the workload's ``prepare`` (factor analysis, flows and Gaussian-latent
+    models alike), so that any batch size sees the same values; computed in the model's dtype."""
 
     model: nn.Module
-    _moments: tuple[Tensor, Tensor] | None = None
 
     def dtype(self) -> torch.dtype:
         if isinstance(self.model, GaussianLatentModel):
             return next(self.model.parameters()).dtype
         return torch.float64
 
-    def track(self, x: Tensor) -> None:
-        if self._moments is None and not hasattr(self.model, "observed_mean"):
-            moments = [observed_moments(rows) for rows in x]  # per replica: (D,), (D,)
-            self._moments = (torch.stack([m for m, _ in moments]).to(x.dtype),
-                             torch.stack([v for _, v in moments]).sqrt().to(x.dtype))
-
     def moments(self) -> tuple[Tensor, Tensor]:
-        if hasattr(self.model, "observed_mean"):
-            return self.model.observed_mean, self.model.observed_sd
-        if self._moments is None:
-            raise RuntimeError(f"{type(self).__name__}: no observed training moments before the first step")
-        return self._moments
+        return self.model.observed_mean, self.model.observed_sd
