@@ -28,7 +28,7 @@ from pydantic import ValidationError
 import methods
 from bench.claims.catalog import check_profile, get_claim, load_claims, plan_all
 from bench.claims.schema import hparams_model
-from bench.claims.tuning import evaluation_spec, read_selection, select, selection_words
+from bench.claims.tuning import evaluation_spec, read_selection, select, selection_words, trained_packed
 from bench.core.errors import ClaimbenchError, ConfigError
 from bench.core.layout import checkpoint_dir, run_dir
 from bench.core.spec import RunSpec, parse_scalar
@@ -222,7 +222,9 @@ def cmd_select(args: argparse.Namespace) -> None:
     _check_spec(spec, "--spec")
     pack = {"auto": None, "yes": True, "no": False}[args.pack]
     selection = select(spec, Path(args.results), threads=args.threads or 1, pack=pack)
-    print(f"{selection['base_run_id']} -> {selection['eval_run_id']}: {selection_words(selection)}")
+    packed = trained_packed(selection, Path(args.results), spec.profile)
+    how = f"; {packed} of {len(selection['points'])} points trained packed, as the replicas of one run" if packed else ""
+    print(f"{selection['base_run_id']} -> {selection['eval_run_id']}: {selection_words(selection)}{how}")
 
 
 def cmd_verdict(args: argparse.Namespace) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bench.claims.catalog import expand, get_claim, plan_all
-from bench.claims.tuning import CONFIGS, grid, select, tuning_spec
+from bench.claims.tuning import CONFIGS, grid, select, trained_packed, tuning_spec
 from bench.core.errors import ConfigError
 from bench.core.layout import tuning_run_dir
 from bench.engine import results, train
@@ -132,3 +132,6 @@ def test_select_packs_on_request_and_chooses_as_one_at_a_time(tmp_path):
     assert [p["score"] for p in packed["points"]] == pytest.approx([p["score"] for p in one["points"]], rel=1e-4)
     folder = tuning_run_dir(tmp_path / "packed", base.profile, packed["points"][0]["run_id"])
     assert "packed" in json.loads((folder / "run.json").read_text())
+    # what `bench select` prints: how many points trained packed
+    assert trained_packed(packed, tmp_path / "packed", base.profile) == len(packed["points"])
+    assert trained_packed(one, tmp_path / "one", base.profile) == 0

@@ -210,6 +210,13 @@ def evaluation_spec(results_root: Path, base: RunSpec, claim_id: str, label: str
     return tuned_spec(selection)
 
 
+def trained_packed(selection: dict[str, Any], results_root: Path, profile: str) -> int:
+    """How many of the selection's points trained as replicas of one run (their run.json's
+    `packed`, bench.engine.train.run_packed); 0 when each trained alone."""
+    metas = [results.read_run(tuning_run_dir(results_root, profile, p["run_id"]))[1] for p in selection["points"]]
+    return sum(1 for meta in metas if meta.get("packed"))
+
+
 def selection_words(selection: dict[str, Any]) -> str:
     """The choice in one line for the report."""
     if not selection["knobs"]:
