@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import TOY_CLAIM, load_toy
 
-from bench.claims.catalog import Claim, expand, load_claims
+from bench.claims.catalog import SMOKE_WORDS, Claim, expand, load_claims
 from bench.core.errors import ConfigError
 from bench.report.markdown import summary_rst_path, write_report
 from bench.report.verdicts import evaluate_claim
@@ -98,7 +98,7 @@ def test_substitutions_load_at_claim_and_profile_level(tmp_path):
     claim = _load(tmp_path)["toy"]
     assert claim.substitutions("quick") == ["another dataset than the paper's", "k = 2 for the paper's k = 50",
                                             "1 epoch (paper: 100)"]
-    assert claim.substitutions("smoke") == claim.substitutions("quick")  # a tiny quick
+    assert claim.substitutions("smoke") == [SMOKE_WORDS, *claim.substitutions("quick")]  # a tiny quick, said first
     assert claim.substitutions("paper") == ["another dataset than the paper's"]
 
 
@@ -183,7 +183,7 @@ def test_substitutions_end_the_verdict_line_and_show_in_the_report(tmp_path):
     report prints them in the summary row's verdict cell and in the claim's verdict line."""
     claims = _load(tmp_path / "claims")
     outcome = evaluate_claim(claims["toy"], "smoke", tmp_path)  # no tuning yet: 'not run', no training
-    words = "another dataset than the paper's; k = 2 for the paper's k = 50; 1 epoch (paper: 100)"
+    words = f"{SMOKE_WORDS}; another dataset than the paper's; k = 2 for the paper's k = 50; 1 epoch (paper: 100)"
     assert outcome["verdict"] == "not run"
     assert outcome["substitutions"] == words.split("; ")
     assert outcome["detail"].endswith(f"; substitutions: {words}"), outcome["detail"]
@@ -206,8 +206,9 @@ def test_a_verdict_computed_before_substitutions_gets_the_claims_own(tmp_path):
     (tmp_path / "results/smoke/claims").mkdir(parents=True)
     (tmp_path / "results/smoke/claims/toy.json").write_text(json.dumps(old))
     text = write_report(tmp_path, "smoke", claims).read_text()
-    assert "A − B = +0.50 [-1.00, +2.00]; substitutions: another dataset than the paper's; k = 2 for" in text
-    assert "⚠️ inconclusive (before the protocol) (substitutions: another dataset" in text
+    assert f"A − B = +0.50 [-1.00, +2.00]; substitutions: {SMOKE_WORDS}; another dataset than the paper's; k = 2" in text
+    assert f"⚠️ inconclusive (before the protocol) (substitutions: {SMOKE_WORDS}; another dataset" in text
     plain = _load(tmp_path / "plain", lambda s: (s.pop("substitutions"), s["profiles"]["quick"].pop("substitutions")))
     text = write_report(tmp_path, "smoke", plain).read_text()
-    assert "substitutions" not in text.split("## Summary")[1]
+    summary = text.split("## Summary")[1]
+    assert f"substitutions: {SMOKE_WORDS}" in summary and "another dataset than" not in summary  # the smoke sizes alone

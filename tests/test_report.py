@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT
 from docutils.core import publish_parts
 
-from bench.claims.catalog import Claim
+from bench.claims.catalog import SMOKE_WORDS, Claim
 from bench.claims.stats import estimate_words
 from bench.report.markdown import _method_markdown, no_zero_width, summary_rst_path, write_report
 
@@ -64,14 +64,16 @@ def test_markdown_report_sections(rendered):
     text = (rendered / "results/smoke/REPORT.md").read_text()
     assert text.startswith("# claimbench report\n\nGenerated ")
     assert text.endswith("**Rule:** `{\"rule\": \"better\", \"pairs\": [[\"A\", \"B\"]], \"margin\": 1}`\n\n"
-                         "### smoke profile: ⏳ not run\n")  # the pending claim, last; one final newline
+                         "### smoke profile: ⏳ not run\n\nSubstitutions for the paper's setup at this profile: "
+                         f"{SMOKE_WORDS}.\n")  # the pending claim, last (the smoke sizes); one final newline
     assert "\n\n\n" not in text
     row = next(line for line in text.splitlines() if line.startswith("| [toy-better](#toy-better)"))
     assert "✅ reproduced" in row and "Δ +3.00 [+2.00, +4.00]" in row and "A: -90.5 (verified)" in row
     assert "| [toy-pending](#toy-pending)" in text
     assert ("**Paper:** Toy et al. 2024  \n**Statement:** A beats B by *more* than 1 nat (x_1 | y).  \n"
             '**Paper\'s numbers:** A: -90.5 (verified)  \n**Rule:** `{"rule": "better", "pairs": [["A", "B"]], '
-            '"margin": 1}`\n\nA note.\n\n### smoke profile: ✅ reproduced\n\nA − B = +3.00 [+2.00, +4.00]\n\n'
+            '"margin": 1}`\n\nA note.\n\n### smoke profile: ✅ reproduced\n\nA − B = +3.00 [+2.00, +4.00]; '
+            f"substitutions: {SMOKE_WORDS}\n\n"
             "Setup: `uci_dna`, model `{\"family\": \"helmholtz\", \"layers\": [180, 10]}`, seeds [0, 1], 2 epochs, "
             "batch 50, train subset 200, curve K=5 on all examples, final K=50. Devices: cpu; commits: abc123.\n\n"
             "| method   | final test ll (K=50)    |") in text
@@ -160,7 +162,7 @@ def test_substitutions_follow_the_verdict_in_the_summary_and_end_the_verdict_lin
             "profiles": {"quick": {"substitutions": ["k = 5 for the paper's k = 50"]}}}
     claims = {"toy-better": Claim("toy-better", spec, tmp_path / "toy.yaml")}
     words = ["another estimator (paper: AIS)", "k = 5 for the paper's k = 50"]
-    assert claims["toy-better"].substitutions("smoke") == words  # smoke: the quick profile's
+    assert claims["toy-better"].substitutions("smoke") == [SMOKE_WORDS, *words]  # smoke: its sizes, the quick profile's
     outcome = {**OUTCOME, "substitutions": words, "detail": OUTCOME["detail"] + "; substitutions: " + "; ".join(words)}
     (tmp_path / "results/smoke/claims").mkdir(parents=True)
     (tmp_path / "results/smoke/claims/toy-better.json").write_text(json.dumps(outcome))

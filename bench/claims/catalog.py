@@ -56,6 +56,9 @@ PROFILES = ("quick", "paper", "smoke")
 DATA_KEYS = {"transform", "labels", "holdout", "held_out_classes", "downsample", "missing_rate"}  # how the claim's dataset is read, next to `dataset`
 SMOKE = {"seeds": [0, 1], "epochs": 2, "train_subset": 300, "batch_size": 50, "eval_every": 1,
          "eval_k": 5, "eval_subset": 50, "final_eval_k": 20}
+SMOKE_WORDS = (f"smoke profile, a plumbing check: {len(SMOKE['seeds'])} seeds, {SMOKE['epochs']} epochs, at most "
+               f"{SMOKE['train_subset']} training examples, batches of at most {SMOKE['batch_size']}, K = "
+               f"{SMOKE['final_eval_k']}, in place of the quick profile's sizes")
 
 
 @dataclass
@@ -92,9 +95,11 @@ class Claim:
 
     def substitutions(self, profile: str) -> list[str]:
         """What `profile` runs instead of the paper's setup: the claim's substitutions (every
-        profile), then the profile's own; the smoke profile has the quick profile's."""
+        profile), then the profile's own; the smoke profile's are the quick profile's after
+        SMOKE_WORDS, its own reductions."""
         settings = self.spec.get("profiles", {}).get("quick" if profile == "smoke" else profile) or {}
-        return [*self.spec.get("substitutions", []), *settings.get("substitutions", [])]
+        smoke = [SMOKE_WORDS] if profile == "smoke" else []
+        return [*smoke, *self.spec.get("substitutions", []), *settings.get("substitutions", [])]
 
     def digest(self) -> str:
         """Hash of the claim's definition, so editing a claim re-computes its verdict."""
