@@ -89,7 +89,9 @@ class FactorAnalysis(nn.Module):
 
     def posterior(self, x: Tensor) -> FactorPosterior:
         """p(z | x_o) and log p(x_o) for x (R, N, D) with NaN at missing entries (module docstring);
-        differentiable in the parameters."""
+        differentiable in the parameters. Where a replica's parameters are not finite (it diverged,
+        e.g. at a tuning grid's largest rate) its posterior precision cannot be factored: its
+        log p(x_o) is NaN, so that the loop marks that replica diverged, and the others go on."""
         x = x.to(torch.float64)
         observed = torch.isfinite(x)
         precision = observed / self.noise_variance.unsqueeze(1)  # o / Psi (R, N, D)
@@ -98,13 +100,15 @@ class FactorAnalysis(nn.Module):
         q = self.layers[1]
         p = torch.eye(q, dtype=x.dtype, device=x.device) + (w * precision.unsqueeze(-1)).transpose(-1, -2) @ w
         b = ((precision * residual).unsqueeze(-2) @ w).squeeze(-2)  # (R, N, q)
-        chol = torch.linalg.cholesky(p)
+        chol, info = torch.linalg.cholesky_ex(p)
+        failed = info != 0  # (R, N): I + W^T O Psi^-1 W is positive definite for finite parameters
+        chol = torch.where(failed[..., None, None], torch.eye(q, dtype=x.dtype, device=x.device), chol)
         mean = torch.cholesky_solve(b.unsqueeze(-1), chol).squeeze(-1)
         log_det_p = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
         log_noise = (observed * self.log_noise.unsqueeze(1)).sum(-1)
         quadratic = (precision * residual.square()).sum(-1) - (b * mean).sum(-1)
         log_prob = -0.5 * (observed.sum(-1, dtype=x.dtype) * math.log(2 * math.pi) + log_noise + log_det_p + quadratic)
-        return FactorPosterior(mean, torch.cholesky_inverse(chol), log_prob)
+        return FactorPosterior(mean, torch.cholesky_inverse(chol), log_prob.masked_fill(failed, math.nan))
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log p(x_o) per example for x (R, N, D), NaN = missing: (R, N) nats, float64; the exact
