@@ -72,9 +72,8 @@ class ObservedMoments:
     model: nn.Module
 
     def dtype(self) -> torch.dtype:
-        if isinstance(self.model, GaussianLatentModel):
-            return next(self.model.parameters()).dtype
-        return torch.float64
+        """The dtype the methods compute in: the buffers' (a VAE's float32, float64 otherwise)."""
+        return self.model.observed_mean.dtype
 
     def moments(self) -> tuple[Tensor, Tensor]:
         return self.model.observed_mean, self.model.observed_sd
