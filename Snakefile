@@ -88,6 +88,11 @@ rule all:
     input:
         REPORT,
         SUMMARY,
+        # every verdict and interpolation as well: Snakemake reruns a job whose output is missing only
+        # when a job that needs it runs, so a claim whose verdict is missing (tuned, then killed during
+        # its run) would otherwise be skipped while the report is newer than every verdict that exists
+        [CLAIM["json"].format(claim=claim) for claim in PLANS],
+        [INTERPOLATION["figure"].format(claim=claim) for claim in INTERPOLATED],
         # every label's tuning from the start, so that the tuning jobs of one claim run in parallel
         # (a claim's input function would otherwise discover them one checkpoint at a time)
         [SELECTION.format(base_id=base_id) for base_id in BASES],

@@ -5,6 +5,7 @@ One base workflow run is shared (module fixture); tests that change things work 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -134,3 +135,15 @@ def test_add_a_method_as_the_readme_says(finished, tmp_path):
     plan = snakemake(workdir, "-n").stdout
     # its tuning job reruns (its evaluation run follows once tuned: a checkpoint); nothing else does
     assert re.search(r"^tune\s+1$", plan, re.M) and not re.search(r"^train\s+\d+$", plan, re.M), plan
+
+
+def test_a_run_killed_after_its_tuning_reruns_with_the_report_up_to_date(finished, tmp_path):
+    """A claim tuned, then killed during its evaluation run, has neither the run nor a verdict, while
+    the report is newer than every verdict that exists: the next invocation still runs both."""
+    workdir = _clone(finished, tmp_path)
+    verdict = workdir / "results/smoke/claims/rws-beats-ws.json"
+    run_id = json.loads(verdict.read_text())["runs"]["WS"]
+    shutil.rmtree(workdir / "results/smoke/runs" / run_id)
+    verdict.unlink()
+    plan = snakemake(workdir, "claims=rws-beats-ws", "-n").stdout
+    assert re.search(r"^train\s+1$", plan, re.M) and re.search(r"^claim\s+1$", plan, re.M), plan

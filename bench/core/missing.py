@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from bench.core.errors import ConfigError
 
@@ -33,3 +33,22 @@ def observed_moments(x: Tensor) -> tuple[Tensor, Tensor]:
                          f"at least 2 are needed")
     mean = x.nanmean(0)
     return mean, ((x - mean).square().nan_to_num(0.0).sum(0) / counts).clamp_min(1e-6)
+
+
+def register_observed_moments(model: nn.Module, replicas: int, d: int, dtype: torch.dtype = torch.float64) -> None:
+    """Give `model` the buffers ``observed_mean`` (zeros) and ``observed_sd`` (ones), (R, D) each:
+    every value's observed training mean and standard deviation, fixed once set by
+    `set_observed_moments`; what imputation methods centre and scale by and impute with."""
+    model.register_buffer("observed_mean", torch.zeros(replicas, d, dtype=dtype))
+    model.register_buffer("observed_sd", torch.ones(replicas, d, dtype=dtype))
+
+
+@torch.no_grad()
+def set_observed_moments(model: nn.Module, x_train: Tensor) -> tuple[Tensor, Tensor]:
+    """Set the buffers of `register_observed_moments` from x_train (N, D) (NaN = missing), the same
+    for every replica; return `observed_moments(x_train)`, the float64 mean and variance (D,), (D,).
+    A ValueError when a value is observed fewer than twice."""
+    mean, variance = observed_moments(x_train)
+    model.observed_mean.copy_(mean.expand_as(model.observed_mean))
+    model.observed_sd.copy_(variance.sqrt().expand_as(model.observed_sd))
+    return mean, variance

@@ -170,7 +170,8 @@ class Loop:
                                   "eval_k": eval_k, "value": float(values[r])})
 
     def evaluate(self, k: int, splits: tuple[str, ...], final: bool = False) -> float:
-        """Record every metric on the given splits; return the last split's mean 'll'. A replica
+        """Record every metric on the given splits; return the last split's mean of the workload's
+        tuning metric over the live replicas (the progress bar shows it). A replica
         with a non-finite metric, or whose workload metric has blown up (worse than its first
         evaluation by more than BLOW_UP - 1 times that value's magnitude), is marked diverged at
         this step: its last good step is the previous one, and it records nothing more. `final`:
@@ -196,8 +197,8 @@ class Loop:
                         first = self.start.setdefault(split, values)
                         worse = (first - values) if higher_is_better else (values - first)
                         bad |= worse > (BLOW_UP - 1) * first.abs()
-                    if metric == "ll" and self.alive.any():
-                        shown = float(values[self.alive].mean())
+                        if self.alive.any():
+                            shown = float(values[self.alive].mean())
         for i in torch.nonzero(self.alive & bad).flatten().tolist():
             self.diverged_at[i], self.last_good[i] = self.clock["step"], self.last_evaluated
         self.alive &= ~bad
@@ -261,8 +262,8 @@ class Loop:
             self._epoch(bar)
             epoch = self.clock["epoch"]
             if self.alive.any() and (epoch % spec.eval_every == 0 or epoch == spec.epochs):
-                bar.set_postfix_str(f"{spec.eval_splits[-1]} ll {self.evaluate(spec.eval_k, spec.eval_splits):.2f}",
-                                    refresh=False)
+                shown = self.evaluate(spec.eval_k, spec.eval_splits)
+                bar.set_postfix_str(f"{spec.eval_splits[-1]} {self.workload.tuning_metric[0]} {shown:.4g}", refresh=False)
             if checkpoint is not None and epoch < spec.epochs and time.monotonic() - last_save >= checkpoint_every:
                 atomic_write(checkpoint, lambda p: torch.save(self.state(), p))
                 last_save = time.monotonic()

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from bench.core.missing import observed_moments
+from bench.core.missing import register_observed_moments, set_observed_moments
 from bench.models import register_family
 from bench.nn import noise
 
@@ -66,8 +66,7 @@ class FactorAnalysis(nn.Module):
         self.log_noise = nn.Parameter(torch.zeros(len(seeds), d, dtype=torch.float64))  # log Psi (R, D)
         # the observed training values' mean and standard deviation per value (R, D), set by
         # `initialize_from_data` and fixed: what imputation methods centre and scale by
-        self.register_buffer("observed_mean", torch.zeros(len(seeds), d, dtype=torch.float64))
-        self.register_buffer("observed_sd", torch.ones(len(seeds), d, dtype=torch.float64))
+        register_observed_moments(self, len(seeds), d)
 
     @property
     def noise_variance(self) -> Tensor:
@@ -80,11 +79,9 @@ class FactorAnalysis(nn.Module):
         (NaN = missing), W *= sqrt(mean observed variance); the buffers observed_mean and
         observed_sd keep that mean and the variance's square root. A ValueError when a value is observed
         fewer than twice."""
-        mean, variance = observed_moments(x_train)
+        mean, variance = set_observed_moments(self, x_train)
         self.mean.copy_(mean.expand_as(self.mean))
         self.log_noise.copy_(variance.log().expand_as(self.log_noise))
-        self.observed_mean.copy_(mean.expand_as(self.mean))
-        self.observed_sd.copy_(variance.sqrt().expand_as(self.mean))
         self.weight.mul_(variance.mean().sqrt())
 
     def posterior(self, x: Tensor) -> FactorPosterior:

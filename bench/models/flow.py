@@ -21,7 +21,7 @@ import torch
 import zuko
 from torch import Tensor, nn
 
-from bench.core.missing import observed_moments
+from bench.core.missing import register_observed_moments, set_observed_moments
 from bench.models import register_family
 
 
@@ -40,17 +40,14 @@ class Flow(nn.Module):
                 torch.manual_seed(1000 * seed + 1)
                 flows.append(zuko.flows.MAF(d, transforms=transforms, hidden_features=(h, h)))
         self.flows = nn.ModuleList(flows).double()
-        self.register_buffer("observed_mean", torch.zeros(len(seeds), d, dtype=torch.float64))
-        self.register_buffer("observed_sd", torch.ones(len(seeds), d, dtype=torch.float64))
+        register_observed_moments(self, len(seeds), d)
 
     @torch.no_grad()
     def initialize_from_data(self, x_train: Tensor) -> None:
         """observed_mean, observed_sd <- each value's observed mean and standard deviation in x_train
         (N, D) (NaN = missing; bench.core.missing.observed_moments, which raises a ValueError when a
         value is observed fewer than twice)."""
-        mean, variance = observed_moments(x_train)
-        self.observed_mean.copy_(mean.expand_as(self.observed_mean))
-        self.observed_sd.copy_(variance.sqrt().expand_as(self.observed_sd))
+        set_observed_moments(self, x_train)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log p(x) per example for complete x (R, N, D): (R, N) nats, float64, differentiable in the

@@ -28,7 +28,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from bench.core.missing import observed_moments
+from bench.core.missing import register_observed_moments, set_observed_moments
 from bench.models import register_family
 from bench.nn import noise
 from bench.nn.bernoulli import bernoulli_log_prob, sample_bernoulli
@@ -176,8 +176,7 @@ class GaussianLatentModel(nn.Module):
         self.layers, self.replicas = list(layers), len(seeds)
         # each value's observed training mean and sd (R, D), set by initialize_from_data: what VGI and
         # mean imputation standardise by and impute with (as the factor-analysis and flow models hold)
-        self.register_buffer("observed_mean", torch.zeros(len(seeds), layers[0]))
-        self.register_buffer("observed_sd", torch.ones(len(seeds), layers[0]))
+        register_observed_moments(self, len(seeds), layers[0], torch.get_default_dtype())
         return noise.replica_generators(seeds)
 
     def sample_q(self, x: Tensor, k: int) -> tuple[list[Tensor], Tensor]:
@@ -219,9 +218,7 @@ class GaussianLatentModel(nn.Module):
         Always: observed_mean, observed_sd <- each value's mean and standard deviation over its
         observed (not NaN) training entries (bench.core.missing.observed_moments; a ValueError when a
         value is observed fewer than twice)."""
-        mean, variance = observed_moments(x_train)
-        self.observed_mean.copy_(mean.expand_as(self.observed_mean))
-        self.observed_sd.copy_(variance.sqrt().expand_as(self.observed_sd))
+        set_observed_moments(self, x_train)
         if self.output_bias == "data_mean":
             mean = x_train.mean(0).clamp(1e-3, 1 - 1e-3)
             self.data.head.bias.copy_(torch.logit(mean).expand_as(self.data.head.bias))
