@@ -6,7 +6,9 @@ in float64, against torch.distributions and the two-pass forms they replace:
   sampling each layer's K*B rows in turn, and its log q and gradient are those of log_q(state);
 * the VAE's written-out Gaussian densities and KL = torch's Normal and kl_divergence, values and
   gradients; the one-encoding analytic-KL ELBO = the two-encoding one on the same draws (VAE, DLGM);
-* the fused optimizers (bench.nn.optim) = torch's default implementation of the same rule.
+* the fused optimizers (bench.nn.optim) = torch's default implementation of the same rule;
+* replica_affine (every SBN and VAE layer) = autograd's baddbmm, values and gradients, with the
+  weight's gradient contiguous like the weight (no copy in a fused optimizer step).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from bench.models.helmholtz import HelmholtzMachine
 from bench.models.vae import VAE
 from bench.nn import noise
 from bench.nn.bernoulli import bernoulli_log_prob, sample_bernoulli
+from bench.nn.linear import replica_affine
 from bench.nn.optim import ascent_step, make_optimizer
 
 SEEDS = [3, 8]
@@ -161,3 +164,22 @@ def test_linear_schedule_makes_torchs_linear_lr_update():
         schedule.step()
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-14)
     assert not torch.equal(ours, start)
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 20, 10), (1, 100, 784, 200), (3, 7, 5, 9)])
+def test_replica_affine_equals_autograds_baddbmm_with_a_contiguous_weight_gradient(shape):
+    r, n, n_in, n_out = shape
+    g = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
+               for s in ((r, n, n_in), (r, n_out, n_in), (r, n_out)))
+    upstream = torch.randn(r, n, n_out, generator=g, dtype=torch.float64)
+    reference = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+    ours = replica_affine(x, w, b)
+    assert torch.equal(ours, reference)
+    expected = torch.autograd.grad(reference, (x, w, b), upstream)
+    got = torch.autograd.grad(ours, (x, w, b), upstream)
+    for e, o in zip(expected, got):
+        torch.testing.assert_close(o, e, rtol=1e-12, atol=1e-12)
+    assert got[1].is_contiguous() and not expected[1].is_contiguous()
+    replica_affine(x.detach(), w, b).sum().backward()  # accumulated as a fused optimizer reads it
+    assert w.grad.is_contiguous()

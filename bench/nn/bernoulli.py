@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.nn import noise
+from bench.nn.linear import replica_affine
 
 
 def bernoulli_log_prob(y: Tensor, logits: Tensor) -> Tensor:
@@ -64,7 +65,7 @@ class SBNLayer(nn.Module):
 
     def logits(self, x: Tensor) -> Tensor:
         """(R, N, in) -> (R, N, out)."""
-        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+        return replica_affine(x, self.weight, self.bias)
 
     def log_prob(self, y: Tensor, x: Tensor) -> Tensor:
         """log p(y | x) summed over units: (R, N)."""
