@@ -22,17 +22,31 @@ def mcar(shape: tuple[int, int], rate: float, seed: int = MCAR_SEED) -> np.ndarr
     return np.random.default_rng(seed).random(shape) < rate
 
 
+_MOMENT_CHUNK_BYTES = 2**25  # 32 MiB of float64 columns at a time
+
+
 def observed_moments(x: Tensor) -> tuple[Tensor, Tensor]:
     """Each value's mean and variance over its observed entries of x (N, D) (NaN = missing), in
     float64: (D,), (D,), the variance the biased (1/n) one, clamped at 1e-6. A ValueError when a value
-    is observed fewer than twice."""
-    x = x.to(torch.float64)
-    counts = torch.isfinite(x).sum(0)
-    if int(counts.min()) < 2:
-        raise ValueError(f"value {int(counts.argmin())} is observed in {int(counts.min())} training examples; "
+    is observed fewer than twice.
+
+    Computed a block of columns at a time (about 32 MiB of float64 each), so that MNIST's training
+    set does not need a float64 copy and its temporaries (about 1 GB) at once; the sums' order may
+    differ from one pass over the whole matrix by rounding (measured: 3e-16 relative on MNIST's shape)."""
+    cols = max(1, _MOMENT_CHUNK_BYTES // (8 * max(1, x.shape[0])))
+    counts, means, variances = [], [], []
+    for block in x.split(cols, dim=1):
+        block = block.to(torch.float64)
+        count = torch.isfinite(block).sum(0)
+        mean = block.nanmean(0)
+        counts.append(count)
+        means.append(mean)
+        variances.append((block - mean).square_().nan_to_num_(0.0).sum(0) / count)
+    count = torch.cat(counts)
+    if int(count.min()) < 2:
+        raise ValueError(f"value {int(count.argmin())} is observed in {int(count.min())} training examples; "
                          f"at least 2 are needed")
-    mean = x.nanmean(0)
-    return mean, ((x - mean).square().nan_to_num(0.0).sum(0) / counts).clamp_min(1e-6)
+    return torch.cat(means), torch.cat(variances).clamp_min(1e-6)
 
 
 def register_observed_moments(model: nn.Module, replicas: int, d: int, dtype: torch.dtype = torch.float64) -> None:
