@@ -27,6 +27,7 @@ from bench.claims.tuning import read_selection  # noqa: E402
 from bench.core.errors import ClaimbenchError  # noqa: E402
 from bench.core.layout import (  # noqa: E402
     claim_paths,
+    evaluated_marker,
     interpolation_paths,
     log_path,
     report_path,
@@ -68,6 +69,7 @@ RESULTS = "results"
 for corrupt in quarantine_corrupt_runs(run_dir(RESULTS, PROFILE, "")):  # rerun them, never trust them
     print(f"claimbench: {corrupt} cannot be read; renamed to run.json.corrupt, the run will rerun", file=sys.stderr)
 SELECTION = str(tuning_selection(RESULTS, PROFILE, "{base_id}"))
+EVALUATED = str(evaluated_marker(RESULTS, PROFILE, "{base_id}"))
 RUN = str(run_dir(RESULTS, PROFILE, "{run_id}"))  # a run's folder, as a wildcard pattern
 CLAIM = {key: str(path) for key, path in claim_paths(".", PROFILE, "{claim}").items()}
 INTERPOLATION = {key: str(path) for key, path in interpolation_paths(".", PROFILE, "{claim}").items()}
@@ -93,9 +95,11 @@ rule all:
         # its run) would otherwise be skipped while the report is newer than every verdict that exists
         [CLAIM["json"].format(claim=claim) for claim in PLANS],
         [INTERPOLATION["figure"].format(claim=claim) for claim in INTERPOLATED],
-        # every label's tuning from the start, so that the tuning jobs of one claim run in parallel
-        # (a claim's input function would otherwise discover them one checkpoint at a time)
-        [SELECTION.format(base_id=base_id) for base_id in BASES],
+        # every label's tuning from the start and its evaluation run as soon as that tuning is done:
+        # a claim's input function raises at its first label not yet tuned, so through it alone the
+        # tuning jobs of one claim would run one after another and its evaluation runs would wait
+        # for the slowest label's tuning (cores idle meanwhile)
+        [EVALUATED.format(base_id=base_id) for base_id in BASES],
 
 
 checkpoint tune:
@@ -132,16 +136,26 @@ def evaluation_spec(run_id):
     return EVAL_SPECS[run_id]
 
 
+def evaluation_run(base_id):
+    """The run.json of a label's tuned evaluation run, known once its tuning job has finished."""
+    checkpoints.tune.get(base_id=base_id)  # the selection exists from here on
+    return str(run_dir(RESULTS, PROFILE, read_selection(RESULTS, BASES[base_id])["eval_run_id"]) / "run.json")
+
+
 def claim_runs(w, labels=None):
-    """A claim's evaluation runs (of `labels`, default all): each label's tuned run, known once its
-    tuning job has finished."""
-    out = []
-    for label, base in PLANS[w.claim].runs.items():
-        if labels is not None and label not in labels:
-            continue
-        checkpoints.tune.get(base_id=base.run_id)  # the selection exists from here on
-        out.append(str(run_dir(RESULTS, PROFILE, read_selection(RESULTS, base)["eval_run_id"]) / "run.json"))
-    return out
+    """A claim's evaluation runs (of `labels`, default all)."""
+    return [evaluation_run(base.run_id) for label, base in PLANS[w.claim].runs.items()
+            if labels is None or label in labels]
+
+
+rule evaluated:
+    """A label's evaluation run, requested on its own as soon as its own tuning has finished (the
+    claim needing it may still wait for another label's tuning); the marker is an empty file."""
+    output:
+        touch(EVALUATED),
+    input:
+        lambda w: evaluation_run(w.base_id),
+    localrule: True
 
 
 rule train:

@@ -84,6 +84,12 @@ def tuning_selection(results: Path, profile: str, base_run_id: str) -> Path:
     return Path(results) / profile / "tuning" / f"{base_run_id}.json"
 
 
+def evaluated_marker(results: Path, profile: str, base_run_id: str) -> Path:
+    """An empty file the workflow writes once a label's tuned evaluation run exists (the Snakefile's
+    rule `evaluated`), beside the logs (not a result, never committed)."""
+    return Path(results) / profile / "logs" / f"{base_run_id}.evaluated"
+
+
 def tuning_run_dir(results: Path, profile: str, run_id: str) -> Path:
     return Path(results) / profile / "tuning" / "runs" / run_id
 
