@@ -150,15 +150,18 @@ def test_a_run_killed_after_its_tuning_reruns_with_the_report_up_to_date(finishe
 
 
 def test_a_label_runs_once_tuned_while_another_label_of_its_claim_still_tunes(finished, tmp_path):
-    """A claim's evaluation runs do not wait for its slowest label's tuning: with one label's tuning
-    to redo and another label tuned but its run missing, the plan holds that run already."""
+    """A claim's evaluation runs do not wait for its slowest label's tuning: killed while one label
+    is still tuning and another is tuned but not yet run, the plan holds that run already."""
     workdir = _clone(finished, tmp_path)
     results = workdir / "results/smoke"
-    runs = json.loads((results / "claims/rws-beats-ws.json").read_text())["runs"]  # label -> run id
-    for run_id in runs.values():
-        shutil.rmtree(results / "runs" / run_id)
+    verdict = results / "claims/rws-beats-ws.json"
+    runs = json.loads(verdict.read_text())["runs"]  # label -> run id
     selections = {json.loads(p.read_text())["eval_run_id"]: p for p in (results / "tuning").glob("*.json")}
-    selections[runs["RWS K=5"]].unlink()  # RWS K=5 untuned; WS tuned, its run missing
+    for run_id in runs.values():  # neither label's run, nor its marker, nor the verdict was written
+        shutil.rmtree(results / "runs" / run_id)
+        (results / "logs" / f"{selections[run_id].stem}.evaluated").unlink()
+    verdict.unlink()
+    selections[runs["RWS K=5"]].unlink()  # RWS K=5 still tuning; WS tuned
     plan = snakemake(workdir, "claims=rws-beats-ws", "-n").stdout
     assert re.search(r"^tune\s+1$", plan, re.M) and re.search(r"^train\s+1$", plan, re.M), plan
     assert f"runs/{runs['WS']}/run.json" in plan
